@@ -1,0 +1,379 @@
+"""Route planner: error paths, exact optimality against brute force, overlap and cut, load spread, penalties."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from inferchain.marketplace.planner import (
+    CapsConflictError,
+    Hop,
+    InvalidOfferError,
+    LatencyCapError,
+    NoRouteError,
+    Offer,
+    PriceCapError,
+    RoutePlanner,
+    UncoveredLayersError,
+    UnknownModelError,
+    ms_per_layer_from_tokens_per_s,
+)
+
+M = "m"
+
+
+def offer(node, start, end, price=10, ms=1.0, rtt=10.0, free=4, **kw) -> Offer:
+    fields = dict(
+        node_id=node, model_id=M, start=start, end=end, price_per_1k=price, ms_per_layer=ms, rtt_ms=rtt,
+        free_slots=free, max_slots=max(free, 4), expires_at=1e12,
+    )  # fmt: skip
+    fields.update(kw)
+    return Offer(**fields)  # type: ignore[arg-type]
+
+
+def planner(layers: int, *offers: Offer, seed: int = 0, **kw) -> RoutePlanner:
+    p = RoutePlanner({M: layers}, seed=seed, **kw)
+    for o in offers:
+        p.upsert(o)
+    return p
+
+
+def route_cost(route, offers: dict[str, Offer]) -> tuple[float, int]:
+    lat, price = 0.0, 0
+    for node, a, z in route.hops:
+        o = offers[node]
+        assert o.start <= a < z <= o.end
+        lat += o.rtt_ms + (z - a) * o.ms_per_layer
+        price += (z - a) * o.price_per_1k
+    return lat, price
+
+
+def assert_chain(route, start: int, end: int) -> None:
+    assert route.hops[0].start == start and route.hops[-1].end == end
+    for prev, nxt in zip(route.hops, route.hops[1:], strict=False):
+        assert prev.end == nxt.start
+
+
+# ----- error paths ---------------------------------------------------------------------------------------
+
+
+def test_uncovered_layers_are_named():
+    p = planner(30, offer("a", 0, 12), offer("b", 18, 30))
+    with pytest.raises(UncoveredLayersError) as err:
+        p.plan(M)
+    assert err.value.gaps == [(12, 18)]
+    assert "layers 12-17 are served by no routable node" in str(err.value)
+
+
+def test_uncovered_reason_counts_full_unroutable_and_excluded_nodes():
+    p = planner(
+        10, offer("a", 0, 10), offer("full", 0, 10, free=0), offer("jailed", 0, 10, routable=False)
+    )
+    with pytest.raises(UncoveredLayersError) as err:
+        p.plan(M, exclude={"a"})
+    reason = str(err.value)
+    assert "layers 0-9" in reason
+    assert "1 at capacity" in reason and "1 not routable" in reason and "1 excluded" in reason
+
+
+def test_single_uncovered_layer_and_empty_book():
+    p = planner(5, offer("a", 0, 4))
+    with pytest.raises(UncoveredLayersError, match="layer 4 is served by no routable node"):
+        p.plan(M)
+    with pytest.raises(UncoveredLayersError, match="layers 0-4"):
+        planner(5).plan(M)
+
+
+def test_price_cap_error_names_cheapest_price():
+    p = planner(10, offer("a", 0, 10, price=7), offer("b", 0, 10, price=9))
+    with pytest.raises(PriceCapError, match="cheapest route costs 70 > max_price 69") as err:
+        p.plan(M, max_price_per_1k=69)
+    assert (err.value.cheapest, err.value.max_price) == (70, 69)
+    assert p.plan(M, max_price_per_1k=70).price_per_1k == 70
+
+
+def test_latency_cap_error_names_fastest_route():
+    p = planner(10, offer("a", 0, 10, ms=2.0, rtt=5.0))
+    with pytest.raises(LatencyCapError, match="fastest route takes 25 ms > max_latency 24.5 ms"):
+        p.plan(M, max_latency_ms=24.5, objective="price")
+    assert p.plan(M, max_latency_ms=25).est_latency_ms == 25
+
+
+def test_caps_that_cannot_be_met_together():
+    # fast+dear or slow+cheap: each cap alone is fine, both together are not.
+    p = planner(10, offer("fast", 0, 10, price=100, ms=1, rtt=1), offer("cheap", 0, 10, price=1, ms=10, rtt=1))
+    with pytest.raises(CapsConflictError, match="fastest route within max_price 50 takes 101 ms > max_latency 50"):
+        p.plan(M, max_price_per_1k=50, max_latency_ms=50, objective="latency")
+    with pytest.raises(CapsConflictError, match="cheapest route within max_latency 50 ms costs 604 > max_price 50"):  # 6 fast + 4 cheap layers
+        p.plan(M, max_price_per_1k=50, max_latency_ms=50, objective="price")
+
+
+def test_unknown_model_and_bad_requests():
+    p = planner(10, offer("a", 0, 10))
+    with pytest.raises(UnknownModelError, match="'nope' is not registered"):
+        p.plan("nope")
+    assert issubclass(UnknownModelError, NoRouteError)
+    with pytest.raises(ValueError, match="objective"):
+        p.plan(M, objective="cheap")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not inside"):
+        p.plan_range(M, 5, 5)
+    with pytest.raises(ValueError, match="not inside"):
+        p.plan_range(M, 0, 11)
+    with pytest.raises(ValueError, match="max_price"):
+        p.plan(M, max_price_per_1k=-1)
+    with pytest.raises(ValueError, match="max_latency"):
+        p.plan(M, max_latency_ms=-1)
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (offer("a", 0, 10, model_id="other"), "unknown model"),
+        (offer("a", 3, 3), r"span \[3, 3\)"),
+        (offer("a", 0, 11), r"span \[0, 11\)"),
+        (offer("a", 0, 10, price=-1), "price_per_1k"),
+        (offer("a", 0, 10, ms=float("nan")), "ms_per_layer"),
+        (offer("a", 0, 10, rtt=-1.0), "rtt_ms"),
+        (offer("a", 0, 10, free=-1), "slot"),
+    ],
+)
+def test_invalid_offers_are_refused(bad, match):
+    with pytest.raises(InvalidOfferError, match=match):
+        planner(10).upsert(bad)
+
+
+def test_model_registration_is_checked():
+    p = planner(10)
+    with pytest.raises(ValueError, match="already registered with 10 layers"):
+        p.add_model(M, 12)
+    with pytest.raises(ValueError, match="positive"):
+        p.add_model("x", 0)
+
+
+# ----- overlap, cut, eligibility -------------------------------------------------------------------------
+
+
+def test_overlapping_spans_are_cut():
+    # a is slow, b is fast but starts at 10: best is a[0,10) + b[10,30) -- b's span overlaps a's.
+    p = planner(30, offer("a", 0, 30, ms=5.0), offer("b", 10, 30, ms=1.0))
+    route = p.plan(M)
+    assert route.hops == (Hop("a", 0, 10), Hop("b", 10, 30))
+    assert route.est_latency_ms == 10 + 50 + 10 + 20
+    assert route.hop_latency_ms == (60.0, 30.0)
+    assert route.price_per_1k == 300 and route.hop_price_per_1k == (100, 200)
+
+
+def test_price_cap_cuts_inside_both_spans():
+    # fast is dear, slow is cheap, both serve everything: the budget decides where to switch.
+    fast = offer("fast", 0, 10, price=10, ms=1.0, rtt=1.0)
+    slow = offer("slow", 0, 10, price=1, ms=5.0, rtt=1.0)
+    p = planner(10, fast, slow)
+    route = p.plan(M, max_price_per_1k=64)
+    # k fast layers: price 10k + (10-k) <= 64 -> k <= 6; latency 2 + 6 + 4*5 = 28
+    assert route.price_per_1k == 64 and route.est_latency_ms == 28
+    assert sorted(h.end - h.start for h in route.hops) == [4, 6]
+
+
+def test_full_unroutable_expired_and_removed_offers_are_skipped():
+    p = planner(
+        10,
+        offer("full", 0, 10, ms=0.1, free=0),
+        offer("jailed", 0, 10, ms=0.1, routable=False),
+        offer("old", 0, 10, ms=0.1, expires_at=100.0),
+        offer("gone", 0, 10, ms=0.1),
+        offer("ok", 0, 10, ms=1.0),
+    )
+    assert p.remove("gone") == 1 and p.remove("gone") == 0
+    assert p.plan(M, now=200.0).hops == (Hop("ok", 0, 10),)
+    assert [o.node_id for o in p.offers(M)] == ["full", "jailed", "ok"]  # "old" expired during the quote
+    p.upsert(offer("full", 0, 10, ms=0.1, free=1))  # a slot frees up: eligible again
+    assert p.plan(M, now=200.0).hops == (Hop("full", 0, 10),)
+
+
+def test_expire_returns_count_and_coverage_counts_eligible_offers():
+    p = planner(4, offer("a", 0, 2, expires_at=5.0), offer("b", 0, 4), offer("c", 2, 4, free=0))
+    assert p.coverage(M) == [2, 2, 1, 1]
+    assert p.expire(5.0) == 1
+    assert p.coverage(M) == [1, 1, 1, 1]
+
+
+def test_free_slot_updates_keep_the_index_and_move_the_weights():
+    p = planner(4, offer("a", 0, 4), offer("b", 0, 4))
+    p.plan(M)
+    table = p._tables[M]
+    p.upsert(offer("a", 0, 4, free=1))
+    assert p._tables[M] is table  # no cost change: no rebuild
+    p.upsert(offer("a", 0, 4, price=11))
+    assert M not in p._tables
+
+
+def test_plan_range_and_exclude_for_failover():
+    offers = [offer("a", 0, 10, ms=1), offer("b", 10, 20, ms=1), offer("c", 10, 20, ms=2), offer("d", 20, 30)]
+    p = planner(30, *offers)
+    assert p.plan(M).hops == (Hop("a", 0, 10), Hop("b", 10, 20), Hop("d", 20, 30))
+    repl = p.plan_range(M, 10, 20, exclude={"b"})
+    assert repl.hops == (Hop("c", 10, 20),)
+    assert repl.est_latency_ms == 10 + 20
+    with pytest.raises(UncoveredLayersError, match=r"layers 10-19 .*\(2 excluded\)"):
+        p.plan_range(M, 10, 20, exclude={"b", "c"})
+    assert p.plan_range(M, 12, 15).hops == (Hop("b", 12, 15),)  # sub-span of an offer
+
+
+def test_throughput_conversion():
+    assert ms_per_layer_from_tokens_per_s(50.0, 10) == pytest.approx(2.0)
+    with pytest.raises(ValueError):
+        ms_per_layer_from_tokens_per_s(0, 10)
+
+
+# ----- load spreading and failure penalties --------------------------------------------------------------
+
+
+def test_equal_nodes_are_spread_and_weighted_by_free_slots():
+    p = planner(10, offer("a", 0, 10, free=8), offer("b", 0, 10, free=8), offer("c", 0, 10, free=2), seed=1)
+    counts = Counter(p.plan(M).hops[0].node_id for _ in range(1800))
+    assert set(counts) == {"a", "b", "c"}
+    assert counts["a"] > 2 * counts["c"] and counts["b"] > 2 * counts["c"]
+    # seedable: the same seed gives the same sequence of choices
+    again = planner(10, offer("a", 0, 10, free=8), offer("b", 0, 10, free=8), offer("c", 0, 10, free=2), seed=1)
+    first = [again.plan(M).hops[0].node_id for _ in range(50)]
+    assert first == _sequence(seed=1, n=50)
+
+
+def _sequence(seed: int, n: int) -> list[str]:
+    p = planner(10, offer("a", 0, 10, free=8), offer("b", 0, 10, free=8), offer("c", 0, 10, free=2), seed=seed)
+    return [p.plan(M).hops[0].node_id for _ in range(n)]
+
+
+def test_structurally_different_equal_routes_are_spread():
+    # one node for [0,10) or two half-span nodes with zero-cost... same totals either way
+    whole = offer("whole", 0, 10, ms=1.0, rtt=10.0)
+    left = offer("left", 0, 5, ms=1.0, rtt=5.0)
+    right = offer("right", 5, 10, ms=1.0, rtt=5.0)
+    p = planner(10, whole, left, right, seed=3)
+    shapes = Counter(len(p.plan(M).hops) for _ in range(400))
+    assert shapes[1] > 50 and shapes[2] > 50
+
+
+def test_failed_node_is_penalised_until_the_penalty_expires():
+    p = planner(10, offer("a", 0, 10, ms=1.0), offer("b", 0, 10, ms=1.5), failure_penalty_ms=100, failure_ttl_s=60)
+    assert p.plan(M, now=0).hops[0].node_id == "a"
+    p.report_failure("a", now=10.0)
+    assert p.penalty_ms("a", now=10.0) == 100
+    route = p.plan(M, now=20.0)
+    assert route.hops[0].node_id == "b"
+    p.report_failure("a", now=30.0)  # a second failure inside the window stacks
+    assert p.penalty_ms("a", now=30.0) == 200
+    with pytest.raises(LatencyCapError):
+        p.plan(M, max_latency_ms=20, exclude={"b"}, now=31.0)  # penalty counts in the estimate
+    assert p.plan(M, now=89.0).hops[0].node_id == "b"
+    assert p.plan(M, now=90.0).hops[0].node_id == "a"  # 60 s after the last failure: forgiven
+    assert p.penalty_ms("a", now=90.0) == 0
+
+
+def test_zero_rtt_ties_never_chain_a_node_to_itself():
+    p = planner(10, offer("a", 0, 10, rtt=0.0), offer("b", 0, 5, rtt=0.0), offer("c", 5, 10, rtt=0.0), seed=2)
+    for _ in range(200):
+        hops = p.plan(M).hops
+        assert all(x.node_id != y.node_id for x, y in zip(hops, hops[1:], strict=False))
+        assert_chain(p.plan(M), 0, 10)
+
+
+# ----- exact optimality against brute force --------------------------------------------------------------
+
+
+def brute_force(offers: list[Offer], start: int, end: int, max_price, max_lat, objective, exclude=()):
+    usable = [o for o in offers if o.routable and o.free_slots > 0 and o.node_id not in exclude]
+    best = None
+
+    def walk(b: int, lat: float, price: int) -> None:
+        nonlocal best
+        if b == end:
+            if price <= max_price and lat <= max_lat:
+                key = (lat, price) if objective == "latency" else (price, lat)
+                best = key if best is None or key < best else best
+            return
+        for o in usable:
+            if o.start <= b < o.end:
+                for j in range(b + 1, min(o.end, end) + 1):
+                    walk(j, lat + o.rtt_ms + (j - b) * o.ms_per_layer, price + (j - b) * o.price_per_1k)
+
+    walk(start, 0.0, 0)
+    return best
+
+
+@st.composite
+def instances(draw):
+    layers = draw(st.integers(2, 6))
+    n = draw(st.integers(1, 5))
+    offers = []
+    for i in range(n):
+        a = draw(st.integers(0, layers - 1))
+        z = draw(st.integers(a + 1, layers))
+        offers.append(
+            offer(
+                f"n{i}", a, z,
+                price=draw(st.integers(0, 20)),
+                ms=float(draw(st.integers(0, 10))),
+                rtt=float(draw(st.integers(0, 20))),
+                free=draw(st.sampled_from([0, 1, 3])),
+                routable=draw(st.booleans() | st.just(True)),
+            )
+        )  # fmt: skip
+    start = draw(st.integers(0, layers - 1))
+    end = draw(st.integers(start + 1, layers))
+    max_price = draw(st.none() | st.integers(0, 200))
+    max_lat = draw(st.none() | st.integers(0, 150))
+    objective = draw(st.sampled_from(["latency", "price"]))
+    exclude = draw(st.sets(st.sampled_from([o.node_id for o in offers]), max_size=1))
+    return layers, offers, start, end, max_price, max_lat, objective, exclude
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instances(), st.integers(0, 3))
+def test_planner_matches_brute_force(instance, seed):
+    layers, offers, start, end, max_price, max_lat, objective, exclude = instance
+    p = planner(layers, *offers, seed=seed)
+    price_cap = math.inf if max_price is None else max_price
+    lat_cap = math.inf if max_lat is None else max_lat
+    want = brute_force(offers, start, end, price_cap, lat_cap, objective, exclude)
+    try:
+        route = p.plan_range(M, start, end, max_price, max_lat, objective, exclude=exclude)
+    except NoRouteError:
+        assert want is None
+        return
+    assert want is not None
+    assert_chain(route, start, end)
+    by_node = {o.node_id: o for o in offers}
+    assert all(by_node[h.node_id].routable and by_node[h.node_id].free_slots > 0 for h in route.hops)
+    assert not {h.node_id for h in route.hops} & exclude
+    lat, price = route_cost(route, by_node)
+    assert (lat, price) == (route.est_latency_ms, route.price_per_1k)
+    assert price <= price_cap and lat <= lat_cap
+    got = (lat, price) if objective == "latency" else (price, lat)
+    assert got == want
+
+
+@settings(max_examples=150, deadline=None)
+@given(instances())
+def test_error_kind_matches_brute_force(instance):
+    layers, offers, start, end, max_price, max_lat, objective, exclude = instance
+    p = planner(layers, *offers)
+    inf = math.inf
+    try:
+        p.plan_range(M, start, end, max_price, max_lat, objective, exclude=exclude)
+    except UncoveredLayersError:
+        assert brute_force(offers, start, end, inf, inf, objective, exclude) is None
+    except LatencyCapError as err:
+        fastest = brute_force(offers, start, end, inf, inf, "latency", exclude)
+        assert fastest is not None and fastest[0] == err.fastest_ms > max_lat
+    except PriceCapError as err:
+        cheapest = brute_force(offers, start, end, inf, inf, "price", exclude)
+        assert cheapest is not None and cheapest[0] == err.cheapest > max_price
+    except CapsConflictError:
+        assert brute_force(offers, start, end, max_price, max_lat, objective, exclude) is None
+        assert brute_force(offers, start, end, max_price, inf, objective, exclude) is not None
+        assert brute_force(offers, start, end, inf, max_lat, objective, exclude) is not None
