@@ -1,4 +1,4 @@
-"""Route planner: error paths, exact optimality against brute force, overlap and cut, load spread, penalties."""
+"""Route planner: error paths, exact optimality vs brute force, overlap and cut, load spread, penalties."""
 
 from __future__ import annotations
 
@@ -28,9 +28,17 @@ M = "m"
 
 def offer(node, start, end, price=10, ms=1.0, rtt=10.0, free=4, **kw) -> Offer:
     fields = dict(
-        node_id=node, model_id=M, start=start, end=end, price_per_1k=price, ms_per_layer=ms, rtt_ms=rtt,
-        free_slots=free, max_slots=max(free, 4), expires_at=1e12,
-    )  # fmt: skip
+        node_id=node,
+        model_id=M,
+        start=start,
+        end=end,
+        price_per_1k=price,
+        ms_per_layer=ms,
+        rtt_ms=rtt,
+        free_slots=free,
+        max_slots=max(free, 4),
+        expires_at=1e12,
+    )
     fields.update(kw)
     return Offer(**fields)  # type: ignore[arg-type]
 
@@ -70,9 +78,7 @@ def test_uncovered_layers_are_named():
 
 
 def test_uncovered_reason_counts_full_unroutable_and_excluded_nodes():
-    p = planner(
-        10, offer("a", 0, 10), offer("full", 0, 10, free=0), offer("jailed", 0, 10, routable=False)
-    )
+    p = planner(10, offer("a", 0, 10), offer("full", 0, 10, free=0), offer("jailed", 0, 10, routable=False))
     with pytest.raises(UncoveredLayersError) as err:
         p.plan(M, exclude={"a"})
     reason = str(err.value)
@@ -105,10 +111,16 @@ def test_latency_cap_error_names_fastest_route():
 
 def test_caps_that_cannot_be_met_together():
     # fast+dear or slow+cheap: each cap alone is fine, both together are not.
-    p = planner(10, offer("fast", 0, 10, price=100, ms=1, rtt=1), offer("cheap", 0, 10, price=1, ms=10, rtt=1))
-    with pytest.raises(CapsConflictError, match="fastest route within max_price 50 takes 101 ms > max_latency 50"):
+    p = planner(
+        10, offer("fast", 0, 10, price=100, ms=1, rtt=1), offer("cheap", 0, 10, price=1, ms=10, rtt=1)
+    )
+    with pytest.raises(
+        CapsConflictError, match="fastest route within max_price 50 takes 101 ms > max_latency 50"
+    ):
         p.plan(M, max_price_per_1k=50, max_latency_ms=50, objective="latency")
-    with pytest.raises(CapsConflictError, match="cheapest route within max_latency 50 ms costs 604 > max_price 50"):  # 6 fast + 4 cheap layers
+    with pytest.raises(
+        CapsConflictError, match="cheapest route within max_latency 50 ms costs 604 > max_price 50"
+    ):  # 6 fast + 4 cheap layers
         p.plan(M, max_price_per_1k=50, max_latency_ms=50, objective="price")
 
 
@@ -238,13 +250,17 @@ def test_equal_nodes_are_spread_and_weighted_by_free_slots():
     assert set(counts) == {"a", "b", "c"}
     assert counts["a"] > 2 * counts["c"] and counts["b"] > 2 * counts["c"]
     # seedable: the same seed gives the same sequence of choices
-    again = planner(10, offer("a", 0, 10, free=8), offer("b", 0, 10, free=8), offer("c", 0, 10, free=2), seed=1)
+    again = planner(
+        10, offer("a", 0, 10, free=8), offer("b", 0, 10, free=8), offer("c", 0, 10, free=2), seed=1
+    )
     first = [again.plan(M).hops[0].node_id for _ in range(50)]
     assert first == _sequence(seed=1, n=50)
 
 
 def _sequence(seed: int, n: int) -> list[str]:
-    p = planner(10, offer("a", 0, 10, free=8), offer("b", 0, 10, free=8), offer("c", 0, 10, free=2), seed=seed)
+    p = planner(
+        10, offer("a", 0, 10, free=8), offer("b", 0, 10, free=8), offer("c", 0, 10, free=2), seed=seed
+    )
     return [p.plan(M).hops[0].node_id for _ in range(n)]
 
 
@@ -259,7 +275,9 @@ def test_structurally_different_equal_routes_are_spread():
 
 
 def test_failed_node_is_penalised_until_the_penalty_expires():
-    p = planner(10, offer("a", 0, 10, ms=1.0), offer("b", 0, 10, ms=1.5), failure_penalty_ms=100, failure_ttl_s=60)
+    p = planner(
+        10, offer("a", 0, 10, ms=1.0), offer("b", 0, 10, ms=1.5), failure_penalty_ms=100, failure_ttl_s=60
+    )
     assert p.plan(M, now=0).hops[0].node_id == "a"
     p.report_failure("a", now=10.0)
     assert p.penalty_ms("a", now=10.0) == 100
@@ -307,26 +325,32 @@ def brute_force(offers: list[Offer], start: int, end: int, max_price, max_lat, o
 
 @st.composite
 def instances(draw):
-    layers = draw(st.integers(2, 6))
-    n = draw(st.integers(1, 5))
-    offers = []
-    for i in range(n):
+    layers = draw(st.integers(2, 7))
+    # Usually lay down a covering chain first so that most instances have routes and binding caps.
+    spans = []
+    if draw(st.integers(0, 3)):
+        cuts = sorted(draw(st.sets(st.integers(1, layers - 1), max_size=3)))
+        spans += list(zip([0, *cuts], [*cuts, layers], strict=True))
+    for _ in range(draw(st.integers(1 if not spans else 0, 4))):
         a = draw(st.integers(0, layers - 1))
-        z = draw(st.integers(a + 1, layers))
-        offers.append(
-            offer(
-                f"n{i}", a, z,
-                price=draw(st.integers(0, 20)),
-                ms=float(draw(st.integers(0, 10))),
-                rtt=float(draw(st.integers(0, 20))),
-                free=draw(st.sampled_from([0, 1, 3])),
-                routable=draw(st.booleans() | st.just(True)),
-            )
-        )  # fmt: skip
+        spans.append((a, draw(st.integers(a + 1, layers))))
+    offers = [
+        offer(
+            f"n{i}",
+            a,
+            z,
+            price=draw(st.integers(0, 20)),
+            ms=float(draw(st.integers(0, 10))),
+            rtt=float(draw(st.integers(0, 20))),
+            free=draw(st.sampled_from([0, 1, 3, 3, 3])),
+            routable=draw(st.sampled_from([False, True, True, True])),
+        )
+        for i, (a, z) in enumerate(spans)
+    ]
     start = draw(st.integers(0, layers - 1))
     end = draw(st.integers(start + 1, layers))
-    max_price = draw(st.none() | st.integers(0, 200))
-    max_lat = draw(st.none() | st.integers(0, 150))
+    max_price = draw(st.none() | st.integers(0, 20 * layers))
+    max_lat = draw(st.none() | st.integers(0, 10 * layers + 40))
     objective = draw(st.sampled_from(["latency", "price"]))
     exclude = draw(st.sets(st.sampled_from([o.node_id for o in offers]), max_size=1))
     return layers, offers, start, end, max_price, max_lat, objective, exclude
@@ -377,3 +401,34 @@ def test_error_kind_matches_brute_force(instance):
         assert brute_force(offers, start, end, max_price, max_lat, objective, exclude) is None
         assert brute_force(offers, start, end, max_price, inf, objective, exclude) is not None
         assert brute_force(offers, start, end, inf, max_lat, objective, exclude) is not None
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(instances(), st.floats(0, 1), st.floats(0, 1.5), st.integers(0, 3))
+def test_planner_matches_brute_force_when_caps_bind(instance, frac, other_frac, seed):
+    """Caps between the cheapest and the fastest route: the exact search (not the shortcut) decides."""
+    layers, offers, start, end, _, _, objective, exclude = instance
+    inf = math.inf
+    fastest = brute_force(offers, start, end, inf, inf, "latency", exclude)
+    cheapest = brute_force(offers, start, end, inf, inf, "price", exclude)
+    if fastest is None or cheapest is None:
+        return
+    (fast_lat, fast_price), (cheap_price, cheap_lat) = fastest, cheapest
+    if objective == "latency":  # binding price cap, and a latency cap that may or may not bind
+        max_price = round(cheap_price + frac * (fast_price - cheap_price))
+        max_lat = round(fast_lat + other_frac * (cheap_lat - fast_lat))
+    else:
+        max_lat = round(fast_lat + frac * (cheap_lat - fast_lat))
+        max_price = round(cheap_price + other_frac * (fast_price - cheap_price))
+    want = brute_force(offers, start, end, max_price, max_lat, objective, exclude)
+    p = planner(layers, *offers, seed=seed)
+    try:
+        route = p.plan_range(M, start, end, max_price, max_lat, objective, exclude=exclude)
+    except CapsConflictError:
+        assert want is None
+        return
+    assert want is not None
+    assert_chain(route, start, end)
+    lat, price = route_cost(route, {o.node_id: o for o in offers})
+    assert price <= max_price and lat <= max_lat
+    assert ((lat, price) if objective == "latency" else (price, lat)) == want

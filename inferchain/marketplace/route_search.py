@@ -112,7 +112,9 @@ def _admit(
     return True
 
 
-def _unwind(table: HopTable, label: int, parent: list[int], via: list[tuple[int, int, int]]) -> list[SearchHop]:
+def _unwind(
+    table: HopTable, label: int, parent: list[int], via: list[tuple[int, int, int]]
+) -> list[SearchHop]:
     hops: list[SearchHop] = []
     while parent[label] >= 0:
         b, j, h = via[label]
@@ -121,4 +123,3 @@ def _unwind(table: HopTable, label: int, parent: list[int], via: list[tuple[int,
         label = parent[label]
     hops.reverse()
     return hops
-
