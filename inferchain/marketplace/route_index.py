@@ -65,6 +65,7 @@ class HopTable:
     num_layers: int
     offers: OfferArrays
     hops: list[dict[int, HopSet]]  # hops[b][j]
+    flat: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per b, all its hops as (j, lat, price) columns
     covered: list[bool]  # layer l is served by at least one eligible offer
     _best: dict[tuple[int, str], BestToEnd] = field(default_factory=dict)
 
@@ -88,6 +89,8 @@ def build_hop_table(offers: OfferArrays, num_layers: int) -> HopTable:
     covered = (np.cumsum(diff)[:num_layers] > 0).tolist()
 
     hops: list[dict[int, HopSet]] = [{} for _ in range(num_layers + 1)]
+    empty = np.empty(0, dtype=np.int64)
+    flat = [(empty, empty, empty)] * (num_layers + 1)
     alive = np.empty(0, dtype=np.int64)  # Pareto candidates covering the current boundary
     for b in range(num_layers):
         cand = np.concatenate([alive[end[alive] > b], order[cut[b] : cut[b + 1]]])
@@ -99,8 +102,8 @@ def build_hop_table(offers: OfferArrays, num_layers: int) -> HopTable:
         # survivors are the only candidates to carry forward.
         cand = cand[_undominated(-end[cand], rtt[cand], layer[cand], price[cand])]
         alive = cand
-        hops[b] = _hops_from(b, cand, end, rtt, layer, price)
-    return HopTable(num_layers=num_layers, offers=offers, hops=hops, covered=covered)
+        hops[b], flat[b] = _hops_from(b, cand, end, rtt, layer, price)
+    return HopTable(num_layers=num_layers, offers=offers, hops=hops, flat=flat, covered=covered)
 
 
 def _undominated(*cols: np.ndarray) -> np.ndarray:
@@ -123,7 +126,7 @@ def _undominated(*cols: np.ndarray) -> np.ndarray:
 
 def _hops_from(
     b: int, cand: np.ndarray, end: np.ndarray, rtt: np.ndarray, layer: np.ndarray, price: np.ndarray
-) -> dict[int, HopSet]:
+) -> tuple[dict[int, HopSet], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Pareto hop sets from boundary b to every reachable j, from the candidate rows covering b."""
     lens = end[cand] - b
     rows = np.repeat(cand, lens)
@@ -147,7 +150,8 @@ def _hops_from(
     starts = [0, *bounds.tolist()]
     stops = [*bounds.tolist(), int(j.size)]
     js, lats, negs, rws = j.tolist(), lat.tolist(), (-cost).tolist(), rows.tolist()
-    return {js[a]: HopSet(lats[a:z], negs[a:z], rws[a:z]) for a, z in zip(starts, stops, strict=True)}
+    sets = {js[a]: HopSet(lats[a:z], negs[a:z], rws[a:z]) for a, z in zip(starts, stops, strict=True)}
+    return sets, (j, lat, cost)
 
 
 def _best_to_end(table: HopTable, end: int, objective: str) -> BestToEnd:

@@ -6,15 +6,27 @@ single-objective best costs from that boundary to the end. Both bounds are consi
 decrease along a route and the first label popped at the end boundary is the lexicographic optimum.
 Labels that cannot meet a cap even with the best completion, or that another label at the same boundary
 dominates, are dropped; neither can lead to a better feasible route, so the search stays exact.
+
+When a cap binds, a Lagrangian relaxation sharpens the pruning: for a multiplier lam >= 0 let
+D(j) = min over completions from j of (primary + lam * resource). Any completion that spends at most the
+remaining resource r has primary >= D(j) - lam * r, a valid lower bound. lam is found by walking the
+lower convex hull between the best-primary and the best-resource routes (a few DP passes in numpy);
+the feasible hull route found on the way is the incumbent every label must beat.
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
+import numpy as np
+
 from inferchain.marketplace.route_index import HopTable
+
+# Hull-walk iterations; any multiplier gives a valid bound, more only make it tighter.
+_HULL_STEPS = 6
 
 
 @dataclass(frozen=True)
@@ -30,9 +42,19 @@ def search(
     table: HopTable, start: int, end: int, max_price: float, max_lat_us: float, objective: str
 ) -> list[SearchHop] | None:
     """Lexicographically best route from ``start`` to ``end`` within both caps, or None if none exists."""
-    lb_lat = table.best_to_end(end, "latency").primary
-    lb_price = table.best_to_end(end, "price").primary
+    fastest, cheapest = table.best_to_end(end, "latency"), table.best_to_end(end, "price")
+    lb_lat, lb_price = fastest.primary, cheapest.primary
     by_latency = objective == "latency"
+    # primary objective vs the resource whose cap binds
+    cap, other_cap = (max_price, max_lat_us) if by_latency else (max_lat_us, max_price)
+    lam, dual, incumbent = 0.0, [0.0] * (table.num_layers + 1), math.inf
+    if math.isfinite(cap):
+        best_primary = (fastest.primary[start], fastest.secondary[start])
+        best_resource = (cheapest.secondary[start], cheapest.primary[start])  # as (lat, price)
+        lam, dual, incumbent = _lagrangian(table, start, end, by_latency, cap, best_primary, best_resource)
+        if incumbent > other_cap:  # the hull route breaks the other cap: no incumbent yet
+            incumbent = math.inf
+    bound_cap = min(incumbent, max_lat_us if by_latency else max_price) + 0.5
 
     lat_of: list[int] = [0]
     price_of: list[int] = [0]
@@ -70,6 +92,13 @@ def search(
             hi = bisect_right(hs.lat, lat_room)  # hops fast enough
             for h in range(lo, hi):
                 lat1, price1 = lat0 + hs.lat[h], price0 - hs.neg_price[h]
+                if lam:
+                    if by_latency:
+                        bound = lat1 + dual[j] - lam * (max_price - price1)
+                    else:
+                        bound = price1 + dual[j] - lam * (max_lat_us - lat1)
+                    if bound > bound_cap:
+                        continue
                 if not _admit(front_lat, front_price, front_id, dead, j, lat1, price1, len(lat_of)):
                     continue
                 lat_of.append(lat1)
@@ -123,3 +152,62 @@ def _unwind(
         label = parent[label]
     hops.reverse()
     return hops
+
+
+def _lagrangian(
+    table: HopTable,
+    start: int,
+    end: int,
+    by_latency: bool,
+    cap: float,
+    best_primary: tuple[int, int],
+    best_resource: tuple[int, int],
+) -> tuple[float, list[float], float]:
+    """(lam, D per boundary, primary cost of the best resource-feasible hull route) for the bound."""
+
+    def split(point: tuple[int, int]) -> tuple[int, int]:  # (lat, price) -> (primary, resource)
+        return point if by_latency else (point[1], point[0])
+
+    low = split(best_primary)  # best primary, breaks the cap
+    high = split(best_resource)  # least resource, meets the cap (checked by the caller)
+    lam, dual = 0.0, [0.0] * (table.num_layers + 1)
+    for _ in range(_HULL_STEPS):
+        if low[1] <= high[1] or high[0] <= low[0]:
+            break
+        lam = (high[0] - low[0]) / (low[1] - high[1])
+        dual, point = _relaxed(table, start, end, by_latency, lam)
+        value = point[0] + lam * point[1]
+        if value >= low[0] + lam * low[1] - 1e-9 * max(1.0, abs(value)):
+            break  # no hull point below the line: lam is optimal
+        if point[1] <= cap:
+            high = point
+        else:
+            low = point
+    return lam, dual, high[0]
+
+
+def _relaxed(
+    table: HopTable, start: int, end: int, by_latency: bool, lam: float
+) -> tuple[list[float], tuple[int, int]]:
+    """Backward DP of primary + lam * resource to ``end``; also the (primary, resource) of its route."""
+    dual = np.full(table.num_layers + 1, np.inf)
+    dual[end] = 0.0
+    pick: dict[int, int] = {}
+    for b in range(end - 1, start - 1, -1):
+        j, lat, price = table.flat[b]
+        if j.size == 0:
+            continue
+        values = (lat + lam * price if by_latency else price + lam * lat) + dual[j]
+        k = int(np.argmin(values))
+        dual[b] = values[k]
+        pick[b] = k
+    primary = resource = 0
+    b = start
+    while b != end:
+        j, lat, price = table.flat[b]
+        k = pick[b]
+        hop_lat, hop_price = int(lat[k]), int(price[k])
+        primary += hop_lat if by_latency else hop_price
+        resource += hop_price if by_latency else hop_lat
+        b = int(j[k])
+    return dual.tolist(), (primary, resource)

@@ -1,0 +1,31 @@
+"""The `inferchain` command: one typer app whose sub-commands live one module per concern.
+
+Owns argument parsing and terminal output only; every command calls into a room. Heavy imports (torch,
+libp2p, web3) happen inside commands so that `inferchain --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="inferchain",
+    help="A peer-to-peer market for LLM inference.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from inferchain.cli import model, node, chat
+
+    app.add_typer(model.app, name="model")
+    app.add_typer(node.app, name="node")
+    app.command("chat")(chat.chat)
+
+
+_register()
+
+
+def main() -> None:
+    app()

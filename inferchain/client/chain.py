@@ -1,0 +1,213 @@
+"""A chain of remote spans covering layers [0, L), with fail-over that replays a lost span's inputs.
+
+The client drives every hop (it sends hidden states to node 1, gets them back, sends them to node 2, ...), so it
+holds each hop's past inputs and can replay them, exactly as first sent and at their original positions, into a
+replacement for a node that died or stalled. Greedy output after fail-over therefore equals the fault-free run.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from libp2p.abc import IHost
+from libp2p.peer.peerinfo import PeerInfo
+
+from inferchain.client.remote import RETRYABLE, RemoteError, RemoteSpan, Timeouts, request_once
+from inferchain.wire import messages as m
+from inferchain.wire.tensors import WireDType
+
+
+class NoRouteError(Exception):
+    """No set of known, live nodes covers the layers that need serving."""
+
+
+@dataclass
+class KnownPeer:
+    info: PeerInfo
+    node: m.NodeInfo | None = None
+    rtt_ms: float = float("inf")
+    failed_at: float | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.info.peer_id)
+
+
+@dataclass
+class Hop:
+    remote: RemoteSpan
+    inputs: list[np.ndarray] = field(default_factory=list)  # every chunk sent, in order, from position 0
+
+    @property
+    def start(self) -> int:
+        return self.remote.start
+
+    @property
+    def end(self) -> int:
+        return self.remote.end
+
+
+@dataclass
+class FailoverEvent:
+    failed_peer: str
+    layers: tuple[int, int]
+    reason: str
+    replacement: list[tuple[str, int, int]]
+    replayed_tokens: int
+
+
+def plan_cover(peers: list[KnownPeer], start: int, end: int, exclude: set[str]) -> list[tuple[KnownPeer, int, int]]:
+    """Fewest hops covering [start, end) from live peers (ties: lowest RTT). A peer may serve part of its span."""
+    usable = [
+        p for p in peers
+        if p.node is not None and p.name not in exclude and p.node.sessions < p.node.max_sessions
+    ]
+    route: list[tuple[KnownPeer, int, int]] = []
+    at = start
+    while at < end:
+        candidates = [p for p in usable if p.node is not None and p.node.start <= at < p.node.end]
+        if not candidates:
+            raise NoRouteError(f"no live node serves layer {at} (need layers {start}:{end})")
+        best = max(candidates, key=lambda p: (min(p.node.end, end) if p.node else 0, -p.rtt_ms))
+        assert best.node is not None
+        stop = min(best.node.end, end)
+        route.append((best, at, stop))
+        at = stop
+    return route
+
+
+class Chain:
+    """Trio-side state of one generation: the hops, their past inputs, and the fail-over policy."""
+
+    def __init__(
+        self,
+        host: IHost,
+        peers: list[PeerInfo],
+        model_id: str,
+        num_layers: int,
+        hidden_size: int,
+        max_length: int,
+        dtype: WireDType = "f16",
+        timeouts: Timeouts | None = None,
+        max_failovers: int = 4,
+        session_id: str | None = None,
+    ) -> None:
+        self.host = host
+        self.known = [KnownPeer(p) for p in peers]
+        self.model_id, self.num_layers, self.hidden_size = model_id, num_layers, hidden_size
+        self.max_length, self.dtype = max_length, dtype
+        self.timeouts = timeouts or Timeouts()
+        self.max_failovers = max_failovers
+        self.session_id = session_id or "0x" + secrets.token_hex(32)
+        self.hops: list[Hop] = []
+        self.failovers: list[FailoverEvent] = []
+        self._dead: set[str] = set()
+
+    async def refresh(self) -> None:
+        """Ask every known peer what it serves and how loaded it is; measure the round trip."""
+        for peer in self.known:
+            if peer.name in self._dead:
+                continue
+            t0 = time.perf_counter()
+            try:
+                reply = await request_once(self.host, peer.info, m.InfoRequest(), self.timeouts)
+            except RemoteError:
+                peer.node = None
+                continue
+            peer.rtt_ms = (time.perf_counter() - t0) * 1000
+            if isinstance(reply, m.NodeInfo) and reply.model_id == self.model_id:
+                peer.node = reply
+            else:
+                peer.node = None
+
+    async def _open_cover(self, start: int, end: int) -> list[Hop]:
+        """Open sessions on a cover of [start, end), trying other peers when one refuses or is unreachable."""
+        for _ in range(len(self.known) + 1):
+            route = plan_cover(self.known, start, end, self._dead)
+            hops: list[Hop] = []
+            try:
+                for peer, a, b in route:
+                    remote = RemoteSpan(self.host, peer.info, a, b, self.dtype, self.timeouts)
+                    await remote.open(self.session_id, self.model_id, self.hidden_size, self.max_length)
+                    hops.append(Hop(remote))
+                return hops
+            except RemoteError as e:
+                for hop in hops:
+                    await hop.remote.close()
+                if e.code not in RETRYABLE:
+                    raise
+                self._dead.add(e.peer)
+        raise NoRouteError(f"could not open sessions covering layers {start}:{end}")
+
+    async def open(self) -> None:
+        await self.refresh()
+        self.hops = await self._open_cover(0, self.num_layers)
+
+    def route(self) -> list[tuple[str, int, int]]:
+        return [(h.remote.name, h.start, h.end) for h in self.hops]
+
+    async def forward(self, hidden: np.ndarray, position: int) -> np.ndarray:
+        """Run hidden states for tokens at `position`.. through every hop; fail over where a hop fails."""
+        i = 0
+        while i < len(self.hops):
+            hop = self.hops[i]
+            hop.inputs.append(hidden)
+            try:
+                hidden = await hop.remote.forward(hidden, position)
+                i += 1
+            except RemoteError as e:
+                replacement, hidden = await self._recover(i, e)
+                i += len(replacement)
+        return hidden
+
+    async def _recover(self, index: int, error: RemoteError) -> tuple[list[Hop], np.ndarray]:
+        """Fail over hop `index`; if a replacement fails during replay, try again with the next one."""
+        while True:
+            if error.code not in RETRYABLE or len(self.failovers) >= self.max_failovers:
+                raise error
+            try:
+                return await self._fail_over(index, error)
+            except RemoteError as again:
+                self._dead.add(again.peer)
+                error = again
+
+    async def _fail_over(self, index: int, error: RemoteError) -> tuple[list[Hop], np.ndarray]:
+        failed = self.hops[index]
+        self._dead.add(failed.remote.name)
+        await failed.remote.abort()
+        await self.refresh()
+        new_hops = await self._open_cover(failed.start, failed.end)
+        chunks = failed.inputs
+        try:
+            for hop in new_hops:
+                outputs, position = [], 0
+                for chunk in chunks:
+                    hop.inputs.append(chunk)
+                    outputs.append(await hop.remote.forward(chunk, position))
+                    position += chunk.shape[1]
+                chunks = outputs
+        except RemoteError:
+            for hop in new_hops:
+                await hop.remote.abort()
+            raise
+        self.hops[index : index + 1] = new_hops
+        self.failovers.append(
+            FailoverEvent(
+                failed_peer=failed.remote.name,
+                layers=(failed.start, failed.end),
+                reason=f"{error.code}: {error.message}",
+                replacement=[(h.remote.name, h.start, h.end) for h in new_hops],
+                replayed_tokens=sum(c.shape[1] for c in failed.inputs),
+            )
+        )
+        return new_hops, chunks[-1]
+
+    async def close(self) -> dict[str, int]:
+        """Close every hop; returns the token count each node reported."""
+        counts: dict[str, int] = {}
+        for hop in self.hops:
+            counts[hop.remote.name] = await hop.remote.close()
+        return counts

@@ -1,0 +1,167 @@
+"""One inference session on one remote node (trio side): open, forward hidden states, close."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import trio
+from libp2p.abc import IHost
+from libp2p.custom_types import TProtocol
+from libp2p.peer.peerinfo import PeerInfo
+
+from inferchain.p2p.streams import FramedStream, StreamClosed
+from inferchain.wire import messages as m
+from inferchain.wire.errors import ErrorCode, WireError
+from inferchain.wire.tensors import WireDType, decode_tensor, encode_tensor
+
+
+class RemoteError(Exception):
+    """A node answered with a typed error, or could not be reached, or stalled."""
+
+    def __init__(self, peer: str, code: ErrorCode | str, message: str) -> None:
+        super().__init__(f"node {peer[-8:]}: {code}: {message}")
+        self.peer = peer
+        self.code = code
+        self.message = message
+
+
+# Errors after which another node (or a fresh session) may succeed; others are the caller's bug.
+RETRYABLE = {
+    ErrorCode.NODE_FULL,
+    ErrorCode.SESSION_EXPIRED,
+    ErrorCode.NO_SESSION,
+    ErrorCode.INTERNAL,
+    "unreachable",
+    "stalled",
+    "closed",
+}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect_s: float = 10.0
+    step_s: float = 10.0  # one forward step, plus per_token_s for each token in it
+    per_token_s: float = 0.05
+
+
+async def _exchange(framed: FramedStream, request: m._Message) -> m.Message:
+    await framed.send(m.encode(request))
+    reply = m.decode(await framed.recv())
+    if isinstance(reply, m.ErrorReply):
+        raise reply.to_exception()
+    return reply
+
+
+async def ensure_connected(host: IHost, peer: PeerInfo, timeout_s: float) -> None:
+    if host.get_network().connections.get(peer.peer_id):
+        return
+    host.get_peerstore().add_addrs(peer.peer_id, peer.addrs, 3600)
+    with trio.fail_after(timeout_s):
+        await host.connect(peer)
+
+
+async def request_once(host: IHost, peer: PeerInfo, request: m._Message, timeouts: Timeouts) -> m.Message:
+    """Open a stream, send one request (info, ping), read one reply, close."""
+    name = str(peer.peer_id)
+    try:
+        await ensure_connected(host, peer, timeouts.connect_s)
+        with trio.fail_after(timeouts.step_s):
+            stream = await host.new_stream(peer.peer_id, [TProtocol(m.PROTOCOL_ID)])
+            framed = FramedStream(stream)
+            try:
+                return await _exchange(framed, request)
+            finally:
+                await framed.close()
+    except WireError as e:
+        raise RemoteError(name, e.code, e.message) from None
+    except trio.TooSlowError:
+        raise RemoteError(name, "stalled", "no answer in time") from None
+    except StreamClosed as e:
+        raise RemoteError(name, "closed", str(e)) from None
+    except Exception as e:  # dial errors come in many libp2p types
+        raise RemoteError(name, "unreachable", f"{type(e).__name__}: {e}") from None
+
+
+class RemoteSpan:
+    """An open session on one node for layers [start, end)."""
+
+    def __init__(self, host: IHost, peer: PeerInfo, start: int, end: int, dtype: WireDType, timeouts: Timeouts):
+        self.host, self.peer, self.start, self.end = host, peer, start, end
+        self.dtype, self.timeouts = dtype, timeouts
+        self.hidden_size = 0
+        self.position = 0
+        self._framed: FramedStream | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.peer.peer_id)
+
+    def _error(self, e: BaseException) -> RemoteError:
+        if isinstance(e, WireError):
+            return RemoteError(self.name, e.code, e.message)
+        if isinstance(e, trio.TooSlowError):
+            return RemoteError(self.name, "stalled", "no answer in time")
+        if isinstance(e, StreamClosed):
+            return RemoteError(self.name, "closed", str(e))
+        return RemoteError(self.name, "unreachable", f"{type(e).__name__}: {e}")
+
+    async def open(self, session_id: str, model_id: str, hidden_size: int, max_length: int) -> None:
+        self.hidden_size = hidden_size
+        try:
+            await ensure_connected(self.host, self.peer, self.timeouts.connect_s)
+            with trio.fail_after(self.timeouts.step_s):
+                stream = await self.host.new_stream(self.peer.peer_id, [TProtocol(m.PROTOCOL_ID)])
+                self._framed = FramedStream(stream)
+                request = m.Open(
+                    session_id=session_id,
+                    model_id=model_id,
+                    start=self.start,
+                    end=self.end,
+                    max_length=max_length,
+                    dtype=self.dtype,
+                )
+                await _exchange(self._framed, request)
+        except Exception as e:
+            await self.abort()
+            raise self._error(e) from None
+
+    async def forward(self, hidden: np.ndarray, position: int) -> np.ndarray:
+        """Send hidden states [1, tokens, hidden] at `position`; return the span's output."""
+        if self._framed is None:
+            raise RemoteError(self.name, ErrorCode.NO_SESSION, "session is not open")
+        n = hidden.shape[1]
+        try:
+            with trio.fail_after(self.timeouts.step_s + n * self.timeouts.per_token_s):
+                reply = await _exchange(self._framed, m.Forward(pos=position, x=encode_tensor(hidden, self.dtype)))
+            if not isinstance(reply, m.Output):
+                raise WireError(ErrorCode.BAD_MESSAGE, f"expected out, got {reply.t}")
+            out = decode_tensor(reply.x, self.hidden_size, n)
+            if out.shape[1] != n:
+                raise WireError(ErrorCode.BAD_TENSOR, f"sent {n} tokens, got {out.shape[1]} back")
+        except Exception as e:
+            await self.abort()
+            raise self._error(e) from None
+        self.position = position + n
+        return out
+
+    async def close(self) -> int:
+        """Close politely; returns the tokens the node counted (0 if it is gone)."""
+        if self._framed is None:
+            return 0
+        framed, self._framed = self._framed, None
+        try:
+            with trio.move_on_after(self.timeouts.step_s):
+                reply = await _exchange(framed, m.Close())
+                if isinstance(reply, m.Closed):
+                    return reply.tokens
+        except Exception:  # the node may already be gone; nothing to release on our side
+            pass
+        finally:
+            await framed.close()
+        return 0
+
+    async def abort(self) -> None:
+        if self._framed is not None:
+            framed, self._framed = self._framed, None
+            await framed.reset()

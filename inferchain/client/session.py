@@ -1,0 +1,91 @@
+"""`InferenceSession`: the synchronous Python API for running a model through a chain of nodes.
+
+Embeddings and the LM head stay local; the chain runs on a libp2p host living on its own trio thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from inferchain.client.chain import Chain, FailoverEvent
+from inferchain.client.remote import Timeouts
+from inferchain.models.span import ModelHead
+from inferchain.p2p.host import load_or_create_identity, parse_peer_addr
+from inferchain.p2p.thread import HostThread
+from inferchain.wire.tensors import WireDType
+
+
+class InferenceSession:
+    """One generation's worth of state: sessions on every node of the route, and the position reached.
+
+    `step(token_ids)` sends tokens through the chain and returns the logits of the last one.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | ModelHead,
+        peers: Sequence[str],
+        *,
+        max_length: int = 2048,
+        wire_dtype: WireDType = "f16",
+        timeouts: Timeouts | None = None,
+        host: HostThread | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        self.head = model if isinstance(model, ModelHead) else ModelHead(model)
+        self._own_host = host is None
+        self.host = host or HostThread(load_or_create_identity(None))
+        info = self.head.info
+        self.chain = Chain(
+            self.host.host,
+            [parse_peer_addr(p) for p in peers],
+            model_id=info.model_id,
+            num_layers=info.num_layers,
+            hidden_size=info.hidden_size,
+            max_length=max_length,
+            dtype=wire_dtype,
+            timeouts=timeouts,
+            session_id=session_id,
+        )
+        self.max_length = max_length
+        self.position = 0
+        self.node_tokens: dict[str, int] = {}
+        try:
+            self.host.call(self.chain.open)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def route(self) -> list[tuple[str, int, int]]:
+        return self.chain.route()
+
+    @property
+    def failovers(self) -> list[FailoverEvent]:
+        return self.chain.failovers
+
+    def step(self, token_ids: Sequence[int]) -> torch.Tensor:
+        if self.position + len(token_ids) > self.max_length:
+            raise ValueError(f"session would exceed its max_length of {self.max_length} tokens")
+        hidden = self.head.embed(list(token_ids)).numpy()
+        out = self.host.call(self.chain.forward, hidden, self.position)
+        self.position += len(token_ids)
+        return self.head.logits(torch.from_numpy(out.astype("float32")))  # a writable copy
+
+    def close(self) -> None:
+        try:
+            if self.chain.hops:
+                self.node_tokens = self.host.call(self.chain.close)
+                self.chain.hops = []
+        finally:
+            if self._own_host:
+                self.host.close()
+
+    def __enter__(self) -> InferenceSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

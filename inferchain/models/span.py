@@ -1,0 +1,200 @@
+"""Load and run a span of decoder layers [start, end) and the client's local parts (embeddings, final norm, head).
+
+A node loads only the tensors of its layers (checked one by one against the manifest's hashes), so its memory
+grows with its span, not with the model. Layers keep their absolute indices, so the KV cache and the causal mask
+are addressed by absolute layer index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from torch import nn
+from transformers.cache_utils import DynamicCache
+from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+from inferchain.models.family import DecoderFamily, family_for, no_grad_eval
+from inferchain.models.folder import Manifest, ModelFolder, ModelFolderError, tensor_digest
+
+LoadProgress = Callable[[int, int], None]
+"""Called with (tensors loaded, tensors to load)."""
+
+
+class SpanError(ValueError):
+    """A requested span is not valid for the model."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    folder: ModelFolder
+    manifest: Manifest
+    family: DecoderFamily
+    config: Any
+
+    @classmethod
+    def open(cls, path: str | Path) -> ModelInfo:
+        folder = ModelFolder(Path(path))
+        manifest = folder.manifest()
+        raw = folder.config_dict()
+        family = family_for(raw.get("model_type", ""))
+        config = family.make_config(raw)
+        config._attn_implementation = "sdpa"
+        return cls(folder, manifest, family, config)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.config.num_hidden_layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    @property
+    def model_id(self) -> str:
+        return self.manifest.model_id
+
+
+def _load_tensors(info: ModelInfo, keys: list[str], progress: LoadProgress | None) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    with safe_open(str(info.folder.weights_path), framework="pt") as f:
+        available = set(f.keys())
+        for n, key in enumerate(keys):
+            if key not in available:
+                raise ModelFolderError(f"{info.folder.path}: tensor {key} is missing from the weights")
+            t = f.get_tensor(key).contiguous()
+            expected = info.manifest.tensor_hashes.get(key)
+            if expected != tensor_digest(t.view(-1).view(torch.uint8).numpy().tobytes()):
+                raise ModelFolderError(
+                    f"{info.folder.path}: tensor {key} does not match model {info.model_id} (corrupt or altered)"
+                )
+            out[key] = t
+            if progress is not None:
+                progress(n + 1, len(keys))
+    return out
+
+
+def _keys_with_prefix(info: ModelInfo, prefix: str) -> list[str]:
+    return sorted(k for k in info.manifest.tensor_hashes if k.startswith(prefix))
+
+
+class SpanModel:
+    """Decoder layers [start, end) of one model, ready to run on hidden states with a per-session KV cache."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        start: int,
+        end: int,
+        dtype: torch.dtype = torch.float32,
+        progress: LoadProgress | None = None,
+    ) -> None:
+        self.info = ModelInfo.open(path)
+        if not (0 <= start < end <= self.info.num_layers):
+            raise SpanError(f"span {start}:{end} is not within the model's {self.info.num_layers} layers")
+        self.start, self.end, self.dtype = start, end, dtype
+        family, config = self.info.family, self.info.config
+        keys = [k for i in range(start, end) for k in _keys_with_prefix(self.info, family.layer_prefix(i))]
+        tensors = _load_tensors(self.info, keys, progress)
+        self.layers = nn.ModuleList()
+        for i in range(start, end):
+            with torch.device("meta"):
+                layer = family.layer_class(config, i)
+            prefix = family.layer_prefix(i)
+            state = {k[len(prefix) :]: tensors.pop(k).to(dtype) for k in list(tensors) if k.startswith(prefix)}
+            layer.load_state_dict(state, assign=True, strict=True)
+            self.layers.append(no_grad_eval(layer))
+        self.rotary = no_grad_eval(family.rotary_class(config=config))
+        self._types = [family.layer_type(config, i) for i in range(start, end)]
+
+    @property
+    def num_layers(self) -> int:
+        return self.end - self.start
+
+    def new_cache(self) -> DynamicCache:
+        return DynamicCache(config=self.info.config)
+
+    def cache_bytes_per_token(self, num_layers: int | None = None) -> int:
+        """KV cache bytes one token costs in `num_layers` layers of this span (default: all of them)."""
+        c = self.info.config
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        elem = torch.finfo(self.dtype).bits // 8
+        layers = self.num_layers if num_layers is None else num_layers
+        return 2 * layers * c.num_key_value_heads * head_dim * elem
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        position: int,
+        cache: DynamicCache,
+        start: int | None = None,
+        end: int | None = None,
+    ) -> torch.Tensor:
+        """Run hidden states [batch, tokens, hidden] at absolute positions position.. through layers
+        [start, end) of this span (default: the whole span)."""
+        start = self.start if start is None else start
+        end = self.end if end is None else end
+        if not (self.start <= start < end <= self.end):
+            raise SpanError(f"layers {start}:{end} are not within this span {self.start}:{self.end}")
+        first, last = start - self.start, end - self.start
+        types = self._types[first:last]
+        hidden = hidden.to(self.dtype)
+        positions = torch.arange(position, position + hidden.shape[1]).unsqueeze(0)
+        config = self.info.config
+        masks: dict[str, Any] = {}
+        for layer_type in set(types):
+            first_of_type = start + types.index(layer_type)
+            make = create_sliding_window_causal_mask if layer_type == "sliding_attention" else create_causal_mask
+            masks[layer_type] = make(
+                config=config,
+                inputs_embeds=hidden,
+                attention_mask=None,
+                past_key_values=cache,
+                position_ids=positions,
+                layer_idx=first_of_type,
+            )
+        pe = self.rotary(hidden, position_ids=positions)
+        for layer, layer_type in zip(self.layers[first:last], types, strict=True):
+            hidden = layer(
+                hidden,
+                attention_mask=masks[layer_type],
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                position_embeddings=pe,
+            )
+        return hidden
+
+
+class ModelHead:
+    """The client's local parts: token embeddings, final norm and LM head (tied to the embeddings if so)."""
+
+    def __init__(self, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
+        self.info = ModelInfo.open(path)
+        family, config = self.info.family, self.info.config
+        tied = bool(getattr(config, "tie_word_embeddings", False))
+        keys = [family.embed_key, family.norm_key] + ([] if tied else [family.head_key])
+        tensors = _load_tensors(self.info, keys, None)
+        self.embed_weight = tensors[family.embed_key].to(dtype)
+        self.norm = family.build_norm(config)
+        self.norm.load_state_dict({"weight": tensors[family.norm_key].to(dtype)}, assign=True)
+        no_grad_eval(self.norm)
+        self.head_weight = self.embed_weight if tied else tensors[family.head_key].to(dtype)
+        self.scale = family.embed_scale(config)
+
+    @torch.inference_mode()
+    def embed(self, token_ids: list[int]) -> torch.Tensor:
+        ids = torch.tensor([token_ids], dtype=torch.long)
+        h = torch.nn.functional.embedding(ids, self.embed_weight)
+        return h * self.scale if self.scale != 1.0 else h
+
+    @torch.inference_mode()
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits [vocab] for the last position of hidden states [1, tokens, hidden]."""
+        last = self.norm(hidden[:, -1:, :].to(self.embed_weight.dtype))
+        return torch.nn.functional.linear(last, self.head_weight)[0, -1]

@@ -1,0 +1,165 @@
+"""The span server: answers the span protocol on libp2p streams, one inference session per stream.
+
+Compute runs inline on the trio loop: a node computes one step at a time anyway, and skipping a thread hand-off
+per step keeps the hop cheap. Validation happens before compute, so bad input never reaches a KV cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from libp2p.abc import INetStream
+
+from inferchain.models.span import SpanModel
+from inferchain.node.sessions import Session, SessionLimits, SessionTable
+from inferchain.p2p.streams import FramedStream, StreamClosed
+from inferchain.wire import messages as m
+from inferchain.wire.errors import ErrorCode, WireError
+from inferchain.wire.framing import DEFAULT_MAX_FRAME
+from inferchain.wire.tensors import decode_tensor, encode_tensor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    max_tokens_per_forward: int = 2048
+    max_frame: int = DEFAULT_MAX_FRAME
+
+
+@dataclass
+class NodeStats:
+    started: float
+    tokens: int = 0
+    sessions_opened: int = 0
+    errors: int = 0
+
+
+class SpanServer:
+    def __init__(
+        self,
+        span: SpanModel,
+        session_limits: SessionLimits | None = None,
+        limits: ServerLimits | None = None,
+    ) -> None:
+        self.span = span
+        self.limits = limits or ServerLimits()
+        self.sessions = SessionTable(session_limits or SessionLimits(), span.cache_bytes_per_token(1))
+        self.stats = NodeStats(started=time.monotonic())
+
+    def info(self) -> m.NodeInfo:
+        return m.NodeInfo(
+            model_id=self.span.info.model_id,
+            start=self.span.start,
+            end=self.span.end,
+            hidden_size=self.span.info.hidden_size,
+            sessions=len(self.sessions),
+            max_sessions=self.sessions.limits.max_sessions,
+            free_cache_tokens=self.sessions.free_cache_tokens(),
+            max_tokens_per_forward=self.limits.max_tokens_per_forward,
+        )
+
+    async def handle_stream(self, stream: INetStream) -> None:
+        framed = FramedStream(stream, self.limits.max_frame)
+        peer = str(stream.muxed_conn.peer_id) if hasattr(stream, "muxed_conn") else "?"
+        handle: int | None = None
+        session: Session | None = None
+        try:
+            while True:
+                try:
+                    payload = await framed.recv()
+                except StreamClosed:
+                    return
+                except WireError as e:  # framing lost: answer once, then drop the stream
+                    self.stats.errors += 1
+                    await framed.send(m.error_reply(e))
+                    return
+                try:
+                    message = m.decode(payload)
+                    if isinstance(message, m.Open):
+                        if session is not None:
+                            raise WireError(ErrorCode.BAD_MESSAGE, "this stream already has an open session")
+                        handle, session = self._open(message, peer)
+                        reply: bytes = m.encode(
+                            m.Opened(
+                                session_id=session.session_id,
+                                max_length=session.max_length,
+                                idle_timeout_s=self.sessions.limits.idle_timeout_s,
+                            )
+                        )
+                    elif isinstance(message, m.Forward):
+                        reply = self._forward(session, message)
+                    elif isinstance(message, m.Close):
+                        tokens = session.tokens if session is not None else 0
+                        await framed.send(m.encode(m.Closed(tokens=tokens)))
+                        return
+                    elif isinstance(message, m.InfoRequest):
+                        reply = m.encode(self.info())
+                    elif isinstance(message, m.Ping):
+                        reply = m.encode(m.Pong(n=message.n))
+                    else:
+                        raise WireError(ErrorCode.BAD_MESSAGE, f"a node does not accept {message.t!r} messages")
+                except WireError as e:
+                    self.stats.errors += 1
+                    reply = m.error_reply(e)
+                except Exception:  # a bug, not bad input: report it without killing the node
+                    log.exception("internal error while serving %s", peer)
+                    self.stats.errors += 1
+                    if session is not None and handle is not None:  # its cache may be half-updated
+                        session.closed_reason = ErrorCode.INTERNAL
+                        self.sessions.release(handle)
+                    reply = m.error_reply(WireError(ErrorCode.INTERNAL, "internal error on the node"))
+                await framed.send(reply)
+        except StreamClosed:
+            return
+        finally:
+            if handle is not None:
+                self.sessions.release(handle)
+            await framed.close()
+
+    def _open(self, message: m.Open, peer: str) -> tuple[int, Session]:
+        model_id = self.span.info.model_id
+        if message.model_id != model_id:
+            raise WireError(ErrorCode.WRONG_MODEL, f"this node serves {model_id}, not {message.model_id}")
+        if not (self.span.start <= message.start < message.end <= self.span.end):
+            raise WireError(
+                ErrorCode.BAD_SPAN,
+                f"this node serves layers {self.span.start}:{self.span.end}, not {message.start}:{message.end}",
+            )
+        opened = self.sessions.open(
+            message.session_id,
+            peer,
+            (message.start, message.end),
+            message.dtype,
+            message.max_length,
+            self.span.new_cache,
+        )
+        self.stats.sessions_opened += 1
+        return opened
+
+    def _forward(self, session: Session | None, message: m.Forward) -> bytes:
+        if session is None:
+            raise WireError(ErrorCode.NO_SESSION, "send `open` before `fwd`")
+        session.check_usable()
+        array = decode_tensor(message.x, self.span.info.hidden_size, self.limits.max_tokens_per_forward)
+        if message.pos != session.position:
+            raise WireError(
+                ErrorCode.POSITION_MISMATCH,
+                f"expected tokens from position {session.position}, got position {message.pos}",
+            )
+        n = array.shape[1]
+        if session.position + n > session.max_length:
+            raise WireError(
+                ErrorCode.TOO_LONG, f"{session.position + n} tokens exceed the session's {session.max_length}"
+            )
+        hidden = torch.from_numpy(array.astype(np.float32))  # a writable copy
+        out = self.span.forward(hidden, session.position, session.cache, session.start, session.end)
+        session.position += n
+        session.tokens += n
+        session.last_active = time.monotonic()
+        self.stats.tokens += n
+        return m.encode(m.Output(x=encode_tensor(out.numpy(), session.dtype)))

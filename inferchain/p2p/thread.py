@@ -1,0 +1,54 @@
+"""Run a libp2p host on its own trio thread and call into it from synchronous code or another event loop
+(asyncio/FastAPI) through an anyio blocking portal, never by an ad-hoc trio.run per request."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from typing import Any, TypeVar
+
+import trio
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from libp2p.abc import IHost
+from libp2p.crypto.keys import KeyPair
+
+from inferchain.p2p.host import listen_addr, make_host
+
+T = TypeVar("T")
+
+
+class HostThread:
+    """A started libp2p host living on a trio thread. Use `call` to run a coroutine function there."""
+
+    def __init__(self, key_pair: KeyPair, listen_host: str = "127.0.0.1", port: int = 0) -> None:
+        self._stack = ExitStack()
+        self.portal: BlockingPortal = self._stack.enter_context(start_blocking_portal(backend="trio"))
+        self.host: IHost = make_host(key_pair)
+        self._stop: trio.Event | None = None
+        self._task, _ = self.portal.start_task(self._run, listen_host, port)
+
+    async def _run(self, listen_host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        self._stop = trio.Event()
+        async with self.host.run(listen_addrs=[listen_addr(listen_host, port)]):
+            task_status.started()
+            await self._stop.wait()
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        return self.portal.call(fn, *args)
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self.portal.call(self._set_stop)
+            self._stop = None
+            self._task.result(timeout=10)
+        self._stack.close()
+
+    async def _set_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    def __enter__(self) -> HostThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,146 @@
+"""Sending contract transactions from an unlocked node account or a local key, with decoded reverts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
+
+from eth_abi import decode
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak, to_checksum_address
+from web3 import Web3
+from web3.exceptions import ContractLogicError
+
+from inferchain.wallet.artifacts import CONTRACT_NAMES, load_artifact
+
+#: Who sends a transaction: an address the RPC node holds unlocked (devnet, eth-tester) or a local key.
+Sender = str | LocalAccount
+
+RECEIPT_TIMEOUT_S = 60.0
+
+
+class TransactionFailed(RuntimeError):
+    """A transaction was rejected or reverted; `error` names the contract's custom error when known."""
+
+    def __init__(self, message: str, *, error: str | None = None, args: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.error = error
+        self.error_args = args
+
+
+def _signature(item: dict[str, Any]) -> str:
+    def typ(inp: dict[str, Any]) -> str:
+        if inp["type"].startswith("tuple"):
+            return "(" + ",".join(typ(c) for c in inp["components"]) + ")" + inp["type"][5:]
+        return str(inp["type"])
+
+    return f"{item['name']}({','.join(typ(i) for i in item['inputs'])})"
+
+
+@cache
+def _error_table() -> dict[bytes, tuple[str, list[str]]]:
+    table: dict[bytes, tuple[str, list[str]]] = {}
+    for name in CONTRACT_NAMES:
+        for item in load_artifact(name).abi:
+            if item.get("type") == "error":
+                sig = _signature(item)
+                table[keccak(text=sig)[:4]] = (item["name"], [i["type"] for i in item["inputs"]])
+    return table
+
+
+def decode_error(data: str | bytes | None) -> tuple[str, tuple[Any, ...]] | None:
+    """(name, args) of an inferchain contract's custom error from revert data, or None if unknown."""
+    if data is None:
+        return None
+    raw = bytes.fromhex(data.removeprefix("0x")) if isinstance(data, str) else bytes(data)
+    entry = _error_table().get(raw[:4])
+    if entry is None:
+        return None
+    name, types = entry
+    try:
+        values = decode(types, raw[4:])
+    except Exception:  # malformed payload: still report the name
+        return name, ()
+    return name, tuple(
+        to_checksum_address(v) if t == "address" else v for t, v in zip(types, values, strict=True)
+    )
+
+
+def _revert_data(exc: BaseException) -> str | bytes | None:
+    """Raw revert data from web3's error, or from the in-process tester's exception chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        data = getattr(seen, "data", None)
+        if isinstance(data, str) and data.startswith("0x"):
+            return data
+        for arg in seen.args:
+            if isinstance(arg, bytes) and len(arg) >= 4:
+                return arg
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _is_revert(exc: BaseException) -> bool:
+    if isinstance(exc, ContractLogicError):
+        return True
+    return type(exc).__name__ == "TransactionFailed" and type(exc).__module__.startswith("eth_tester")
+
+
+def _revert(exc: BaseException, what: str) -> TransactionFailed:
+    decoded = decode_error(_revert_data(exc))
+    if decoded is not None:
+        name, args = decoded
+        shown = ", ".join(a.hex() if isinstance(a, bytes) else str(a) for a in args)
+        return TransactionFailed(f"{what} reverted: {name}({shown})", error=name, args=args)
+    return TransactionFailed(f"{what} reverted: {exc}")
+
+
+def sender_address(sender: Sender) -> str:
+    return sender if isinstance(sender, str) else str(sender.address)
+
+
+def send(w3: Web3, sender: Sender, call: Any, *, what: str | None = None, value: int = 0) -> Any:
+    """Sends `call` (a bound contract function or constructor) and waits for its receipt.
+
+    Raises TransactionFailed, naming the contract's custom error, when the call would revert or reverted.
+    """
+    label = what or getattr(call, "fn_name", None) or "transaction"
+    address = Web3.to_checksum_address(sender_address(sender))
+    base: dict[str, Any] = {"from": address, "value": value}
+    try:
+        if isinstance(sender, str):
+            tx_hash = call.transact(base)
+        else:
+            tx = call.build_transaction(
+                {
+                    **base,
+                    "nonce": w3.eth.get_transaction_count(address, "pending"),
+                    "chainId": w3.eth.chain_id,
+                }
+            )
+            signed = sender.sign_transaction(tx)
+            tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+    except Exception as exc:
+        if not _is_revert(exc):
+            raise
+        raise _revert(exc, label) from exc
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT_S)
+    if receipt["status"] != 1:
+        raise TransactionFailed(f"{label} reverted in block {receipt['blockNumber']} (tx {tx_hash.hex()})")
+    return receipt
+
+
+def call_view(call: Any, *, what: str | None = None) -> Any:
+    """Runs a view function, raising TransactionFailed with the decoded custom error if it reverts."""
+    try:
+        return call.call()
+    except Exception as exc:
+        if not _is_revert(exc):
+            raise
+        raise _revert(exc, what or str(getattr(call, "fn_name", "call"))) from exc
+
+
+def signatures(items: Iterable[bytes]) -> list[bytes]:
+    """Signature list for a `bytes[]` argument (copies, so callers may pass generators)."""
+    return [bytes(s) for s in items]

@@ -1,0 +1,133 @@
+"""The span protocol's messages. One libp2p stream carries one inference session: `open`, then any number of
+`fwd` (each answered by `out`), then `close`. `info` and `ping` may be sent on a stream of their own.
+
+Every message is a msgpack map with a type tag `t`; tensors are maps decoded by `wire.tensors`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
+
+from inferchain.wire.errors import ErrorCode, WireError
+from inferchain.wire.tensors import WireDType
+
+PROTOCOL_ID = "/inferchain/span/1.0.0"
+PROTOCOL_VERSION = 1
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Open(_Message):
+    t: Literal["open"] = "open"
+    v: StrictInt = PROTOCOL_VERSION
+    session_id: StrictStr = Field(min_length=1, max_length=80)
+    model_id: StrictStr = Field(max_length=100)
+    start: StrictInt = Field(ge=0)
+    end: StrictInt = Field(ge=1)
+    max_length: StrictInt = Field(ge=1)
+    dtype: WireDType = "f16"
+
+
+class Opened(_Message):
+    t: Literal["opened"] = "opened"
+    session_id: StrictStr
+    max_length: StrictInt
+    idle_timeout_s: float
+
+
+class Forward(_Message):
+    t: Literal["fwd"] = "fwd"
+    pos: StrictInt = Field(ge=0)
+    x: dict[str, Any]
+
+
+class Output(_Message):
+    t: Literal["out"] = "out"
+    x: dict[str, Any]
+
+
+class Close(_Message):
+    t: Literal["close"] = "close"
+
+
+class Closed(_Message):
+    t: Literal["closed"] = "closed"
+    tokens: StrictInt
+
+
+class InfoRequest(_Message):
+    t: Literal["info"] = "info"
+    v: StrictInt = PROTOCOL_VERSION
+
+
+class NodeInfo(_Message):
+    t: Literal["node"] = "node"
+    v: StrictInt = PROTOCOL_VERSION
+    model_id: StrictStr
+    start: StrictInt
+    end: StrictInt
+    hidden_size: StrictInt
+    sessions: StrictInt
+    max_sessions: StrictInt
+    free_cache_tokens: StrictInt
+    max_tokens_per_forward: StrictInt
+
+
+class Ping(_Message):
+    t: Literal["ping"] = "ping"
+    n: StrictInt = 0
+
+
+class Pong(_Message):
+    t: Literal["pong"] = "pong"
+    n: StrictInt = 0
+
+
+class ErrorReply(_Message):
+    t: Literal["err"] = "err"
+    code: ErrorCode
+    msg: StrictStr
+
+    def to_exception(self) -> WireError:
+        return WireError(self.code, self.msg)
+
+
+Message = Annotated[
+    Open | Opened | Forward | Output | Close | Closed | InfoRequest | NodeInfo | Ping | Pong | ErrorReply,
+    Field(discriminator="t"),
+]
+_ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
+
+
+def encode(message: _Message) -> bytes:
+    return msgpack.packb(message.model_dump(mode="python"), use_bin_type=True)
+
+
+def decode(payload: bytes) -> Message:
+    """Parse a payload into a message, or raise WireError(BAD_MESSAGE / UNSUPPORTED_VERSION)."""
+    try:
+        raw = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_bin_len=len(payload))
+    except Exception as e:  # msgpack raises several unrelated exception types for bad input
+        raise WireError(ErrorCode.BAD_MESSAGE, f"payload is not valid msgpack ({type(e).__name__})") from None
+    if not isinstance(raw, dict):
+        raise WireError(ErrorCode.BAD_MESSAGE, "message must be a map")
+    version = raw.get("v", PROTOCOL_VERSION)
+    if isinstance(version, int) and version != PROTOCOL_VERSION:
+        raise WireError(
+            ErrorCode.UNSUPPORTED_VERSION, f"protocol version {version} is not supported (this peer: 1)"
+        )
+    try:
+        return _ADAPTER.validate_python(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise WireError(ErrorCode.BAD_MESSAGE, f"invalid message: {where}: {first.get('msg')}") from None
+
+
+def error_reply(error: WireError) -> bytes:
+    return encode(ErrorReply(code=error.code, msg=error.message[:500]))
