@@ -71,12 +71,13 @@ def _revert_data(exc: BaseException) -> str | bytes | None:
     """Raw revert data from web3's error, or from the in-process tester's exception chain."""
     seen: BaseException | None = exc
     while seen is not None:
-        data = getattr(seen, "data", None)
-        if isinstance(data, str) and data.startswith("0x"):
-            return data
-        for arg in seen.args:
-            if isinstance(arg, bytes) and len(arg) >= 4:
-                return arg
+        for item in (getattr(seen, "data", None), *seen.args):
+            if isinstance(item, dict):  # Hardhat: {"message": ..., "data": "0x..."}
+                item = item.get("data")
+            if isinstance(item, str) and item.startswith("0x") and len(item) >= 10:
+                return item
+            if isinstance(item, bytes) and len(item) >= 4:  # eth-tester: raw revert bytes
+                return item
         seen = seen.__cause__ or seen.__context__
     return None
 
