@@ -26,6 +26,22 @@ fi
 step "compile (solc-js $(node -p 'require("solc/package.json").version'), offline)"
 npx hardhat compile
 
+step "shipped Python artifacts match this compile (inferchain/wallet/abi)"
+node - <<'JS'
+const names = require("./inferchain/wallet/abi/manifest.json").contracts;
+let stale = [];
+for (const n of names) {
+  const fresh = require(`./artifacts/contracts/${n}.sol/${n}.json`);
+  const shipped = require(`./inferchain/wallet/abi/${n}.json`);
+  if (fresh.bytecode !== shipped.bytecode) stale.push(n);
+}
+if (stale.length) {
+  console.error(`stale shipped artifacts: ${stale.join(", ")}; run: python -m inferchain.wallet.artifacts`);
+  process.exit(1);
+}
+console.log(`up to date: ${names.join(", ")}`);
+JS
+
 step "hardhat test (with gas report)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
@@ -48,6 +64,8 @@ fi
 
 step "coverage (solidity-coverage; threshold ${COVERAGE_MIN}% lines and branches)"
 REPORT_GAS=0 npx hardhat coverage
+# solidity-coverage leaves instrumented output in artifacts/: rebuild the real one for whoever reads it next.
+npx hardhat compile --force --quiet
 node - "$COVERAGE_MIN" <<'JS'
 const min = Number(process.argv[2]);
 const total = require("./coverage/coverage-summary.json").total;

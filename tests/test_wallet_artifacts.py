@@ -68,12 +68,25 @@ def test_export_reads_hardhat_output(tmp_path: Path) -> None:
         (fake / rel).write_bytes((REPO / rel).read_bytes())
     with pytest.raises(ArtifactError, match="npx hardhat compile"):
         export(fake, tmp_path / "out")
+    build_info = fake / "artifacts" / "build-info" / "b.json"
+    build_info.parent.mkdir(parents=True)
+    sources = {}
     for name in CONTRACT_NAMES:
+        source = fake / "contracts" / f"{name}.sol"
+        source.write_text(f"// {name}\n")
+        sources[f"contracts/{name}.sol"] = {"content": source.read_text()}
         folder = fake / "artifacts" / "contracts" / f"{name}.sol"
         folder.mkdir(parents=True)
         (folder / f"{name}.json").write_text(
             json.dumps({"contractName": name, "abi": [], "bytecode": "0x00", "deployedBytecode": "0x"})
         )
+        (folder / f"{name}.dbg.json").write_text(json.dumps({"buildInfo": "../../build-info/b.json"}))
+    # artifacts compiled from other (e.g. coverage-instrumented) sources are refused
+    instrumented = {k: {"content": v["content"] + "c_0x1234;"} for k, v in sources.items()}
+    build_info.write_text(json.dumps({"input": {"sources": instrumented}}))
+    with pytest.raises(ArtifactError, match="not compiled from the current"):
+        export(fake, tmp_path / "out")
+    build_info.write_text(json.dumps({"input": {"sources": sources}}))
     written = export(fake, tmp_path / "out")
     assert {p.name for p in written} == {f"{n}.json" for n in CONTRACT_NAMES} | {"manifest.json"}
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())

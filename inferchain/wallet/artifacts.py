@@ -1,6 +1,6 @@
 """Contract ABIs and bytecode shipped inside the package, exported from Hardhat's build output.
 
-`python -m inferchain.wallet.artifacts` (after `npx hardhat compile`) copies the ABI and creation bytecode of
+`python -m inferchain.wallet.artifacts` compiles (`hardhat compile --force`) and copies the ABI and creation bytecode of
 each deployable contract into `inferchain/wallet/abi/` and records a digest of the Solidity sources and the
 compiler settings they were built from; `tests/test_wallet_artifacts.py` fails when the digest no longer
 matches `contracts/`, i.e. when the shipped bytecode is stale.
@@ -90,6 +90,38 @@ def sources_digest(repo: Path) -> str:
     return h.hexdigest()
 
 
+def _check_built_from_current_sources(repo: Path, artifact: Path, name: str) -> None:
+    """Refuses artifacts whose compiler input differs from the source on disk.
+
+    A solidity-coverage run leaves instrumented artifacts behind; shipping those would be silently wrong.
+    """
+    dbg = artifact.with_suffix(".dbg.json")
+    try:
+        build_info = (dbg.parent / json.loads(dbg.read_text())["buildInfo"]).resolve()
+        sources = json.loads(build_info.read_text())["input"]["sources"]
+    except (FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"cannot read the build info of {name}: {exc}; run `npx hardhat compile`") from exc
+    key = f"contracts/{name}.sol"
+    on_disk = (repo / key).read_text()
+    if sources.get(key, {}).get("content") != on_disk:
+        raise ArtifactError(
+            f"artifacts/ for {name} were not compiled from the current {key} (e.g. a coverage run left "
+            "instrumented ones): run `npx hardhat compile --force` first"
+        )
+
+
+def compile_contracts(repo: Path) -> None:
+    """`hardhat compile --force` in `repo` (forced: a coverage run may have left instrumented output)."""
+    import subprocess
+
+    hardhat = repo / "node_modules" / ".bin" / "hardhat"
+    if not hardhat.exists():
+        raise ArtifactError(f"Hardhat is not installed in {repo}: run `npm ci` there first")
+    done = subprocess.run([str(hardhat), "compile", "--force", "--quiet"], cwd=repo, check=False)
+    if done.returncode != 0:
+        raise ArtifactError(f"hardhat compile failed (exit {done.returncode})")
+
+
 def export(repo: Path, out_dir: Path = ABI_DIR) -> list[Path]:
     """Copies ABI + bytecode of `CONTRACT_NAMES` from Hardhat's artifacts/ into `out_dir`, with a manifest."""
     written = []
@@ -98,6 +130,7 @@ def export(repo: Path, out_dir: Path = ABI_DIR) -> list[Path]:
         src = repo / "artifacts" / "contracts" / f"{name}.sol" / f"{name}.json"
         if not src.exists():
             raise ArtifactError(f"{src} is missing: run `npx hardhat compile` first")
+        _check_built_from_current_sources(repo, src, name)
         data = json.loads(src.read_text())
         art = {"contractName": data["contractName"], "abi": data["abi"], "bytecode": data["bytecode"]}
         dst = out_dir / f"{name}.json"
@@ -118,12 +151,15 @@ def export(repo: Path, out_dir: Path = ABI_DIR) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", type=Path, default=None, help="source checkout (default: found upwards)")
+    parser.add_argument("--no-compile", action="store_true", help="export artifacts/ as they are")
     args = parser.parse_args(argv)
     repo = args.repo or find_repo_root()
     if repo is None:
         print("not inside a source checkout (no hardhat.config.js + contracts/ found)", file=sys.stderr)
         return 2
     try:
+        if not args.no_compile:
+            compile_contracts(repo)
         for path in export(repo):
             print(f"wrote {path.relative_to(repo) if path.is_relative_to(repo) else path}")
     except ArtifactError as exc:
