@@ -1,9 +1,9 @@
 """Contract ABIs and bytecode shipped inside the package, exported from Hardhat's build output.
 
-`python -m inferchain.wallet.artifacts` compiles (`hardhat compile --force`) and copies the ABI and creation bytecode of
-each deployable contract into `inferchain/wallet/abi/` and records a digest of the Solidity sources and the
-compiler settings they were built from; `tests/test_wallet_artifacts.py` fails when the digest no longer
-matches `contracts/`, i.e. when the shipped bytecode is stale.
+`python -m inferchain.wallet.artifacts` compiles (`hardhat compile --force`), copies the ABI and creation
+bytecode of each deployable contract into `inferchain/wallet/abi/` and records a digest of the Solidity
+sources and the compiler settings they were built from; `tests/test_wallet_artifacts.py` fails when the
+digest no longer matches `contracts/`, i.e. when the shipped bytecode is stale.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def _check_built_from_current_sources(repo: Path, artifact: Path, name: str) -> 
         build_info = (dbg.parent / json.loads(dbg.read_text())["buildInfo"]).resolve()
         sources = json.loads(build_info.read_text())["input"]["sources"]
     except (FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"cannot read the build info of {name}: {exc}; run `npx hardhat compile`") from exc
+        raise ArtifactError(f"no readable build info for {name} ({exc}): run `npx hardhat compile`") from exc
     key = f"contracts/{name}.sol"
     on_disk = (repo / key).read_text()
     if sources.get(key, {}).get("content") != on_disk:
