@@ -6,9 +6,11 @@ inside the commands.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,6 +21,8 @@ app = typer.Typer(
     help="Local development chain: a Hardhat node on 127.0.0.1 with the inferchain contracts deployed.",
     no_args_is_help=True,
 )
+
+T = TypeVar("T")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -35,7 +39,7 @@ def _data_dir(value: Path | None) -> Path:
     return (value or default_home()).expanduser().resolve()
 
 
-def _fail(message: str, as_json: bool, code: int = 1) -> None:
+def _fail(message: str, as_json: bool, code: int = 1) -> NoReturn:
     if as_json:
         print(json.dumps({"ok": False, "error": message}))
     else:
@@ -67,6 +71,18 @@ def _render(info: dict[str, Any], title: str) -> None:
             console.print(f"  [dim]{i:>2}[/] {address}")
 
 
+def _guarded(action: Callable[[], T], as_json: bool) -> T:
+    """Runs `action`, turning the wallet's expected failures into a clear message and exit code 1."""
+    from inferchain.wallet.deployment import DeploymentError
+    from inferchain.wallet.devnet import DevnetError
+    from inferchain.wallet.tx import TransactionFailed
+
+    try:
+        return action()
+    except (DevnetError, DeploymentError, TransactionFailed, OSError) as exc:
+        _fail(str(exc), as_json)
+
+
 @app.command()
 def up(
     data_dir: Path | None = typer.Option(None, "--data-dir", help=DATA_DIR_HELP),
@@ -78,33 +94,28 @@ def up(
 ) -> None:
     """Start the devnet in the background, deploy the contracts and fund test accounts."""
     from inferchain.wallet import devnet
-    from inferchain.wallet.deployment import ONE_TOKEN, DeploymentError
-    from inferchain.wallet.tx import TransactionFailed
+    from inferchain.wallet.deployment import ONE_TOKEN
 
     folder = _data_dir(data_dir)
-    try:
-        if as_json:
-            status, started = devnet.up(
-                folder, port=port or None, accounts=accounts, fund=fund * ONE_TOKEN, timeout_s=timeout
-            )
-        else:
-            with console.status("starting devnet") as spinner:
+    spinner = contextlib.nullcontext() if as_json else console.status("starting devnet")
+    with spinner as live:
 
-                def progress(msg: str) -> None:
-                    spinner.update(msg)
-                    console.print(f"[dim]•[/] {msg}")
+        def progress(msg: str) -> None:
+            if live is not None:
+                live.update(msg)
+                console.print(f"[dim]•[/] {msg}")
 
-                status, started = devnet.up(
-                    folder,
-                    port=port or None,
-                    accounts=accounts,
-                    fund=fund * ONE_TOKEN,
-                    timeout_s=timeout,
-                    progress=progress,
-                )
-    except (devnet.DevnetError, DeploymentError, TransactionFailed, OSError) as exc:
-        _fail(str(exc), as_json)
-        return
+        status, started = _guarded(
+            lambda: devnet.up(
+                folder,
+                port=port or None,
+                accounts=accounts,
+                fund=fund * ONE_TOKEN,
+                timeout_s=timeout,
+                progress=progress,
+            ),
+            as_json,
+        )
     info = status.to_json()
     if as_json:
         print(json.dumps({"ok": True, "started": started, **info}))
@@ -121,11 +132,7 @@ def down(
     from inferchain.wallet import devnet
 
     folder = _data_dir(data_dir)
-    try:
-        stopped = devnet.down(folder)
-    except (devnet.DevnetError, OSError) as exc:
-        _fail(str(exc), as_json)
-        return
+    stopped = _guarded(lambda: devnet.down(folder), as_json)
     if as_json:
         print(json.dumps({"ok": True, "stopped": stopped, "data_dir": str(folder)}))
     elif stopped:
@@ -143,11 +150,7 @@ def status(
     from inferchain.wallet import devnet
 
     folder = _data_dir(data_dir)
-    try:
-        st = devnet.status(folder)
-    except (devnet.DevnetError, OSError) as exc:
-        _fail(str(exc), as_json)
-        return
+    st = _guarded(lambda: devnet.status(folder), as_json)
     info = st.to_json()
     if as_json:
         print(json.dumps({"ok": True, **info}))
