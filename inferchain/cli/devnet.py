@@ -34,7 +34,7 @@ JSON_HELP = "Print machine-readable JSON instead of tables."
 
 
 def _data_dir(value: Path | None) -> Path:
-    from inferchain.wallet.devnet import default_home
+    from inferchain.wallet.deployment import default_home
 
     return (value or default_home()).expanduser().resolve()
 

@@ -17,6 +17,7 @@ from libp2p.peer.peerinfo import PeerInfo
 
 from inferchain.client.remote import RETRYABLE, RemoteError, RemoteSpan, Timeouts, request_once
 from inferchain.wire import messages as m
+from inferchain.wire.errors import ErrorCode
 from inferchain.wire.tensors import WireDType
 
 
@@ -176,7 +177,8 @@ class Chain:
 
     async def _fail_over(self, index: int, error: RemoteError) -> tuple[list[Hop], np.ndarray]:
         failed = self.hops[index]
-        self._dead.add(failed.remote.name)
+        if error.code != ErrorCode.SESSION_EXPIRED:  # an expired session may be re-opened on the same node
+            self._dead.add(failed.remote.name)
         await failed.remote.abort()
         await self.refresh()
         new_hops = await self._open_cover(failed.start, failed.end)

@@ -97,6 +97,12 @@ class RemoteSpan:
     def name(self) -> str:
         return str(self.peer.peer_id)
 
+    def wire_bytes(self) -> tuple[int, int]:
+        """Framed bytes (sent, received) on this session's stream so far."""
+        if self._framed is None:
+            return (0, 0)
+        return (self._framed.bytes_sent, self._framed.bytes_received)
+
     def _error(self, e: BaseException) -> RemoteError:
         if isinstance(e, WireError):
             return RemoteError(self.name, e.code, e.message)

@@ -17,6 +17,8 @@ class FramedStream:
         self.stream = stream
         self.max_frame = max_frame
         self._buffer = bytearray()
+        self.bytes_sent = 0
+        self.bytes_received = 0
 
     async def _read_exactly(self, n: int) -> bytes:
         while len(self._buffer) < n:
@@ -36,11 +38,14 @@ class FramedStream:
         n = payload_length(header, self.max_frame)
         if n == 0:
             raise WireError(ErrorCode.BAD_FRAME, "empty frame")
+        self.bytes_received += HEADER_SIZE + n
         return await self._read_exactly(n)
 
     async def send(self, payload: bytes) -> None:
+        data = frame(payload)
+        self.bytes_sent += len(data)
         try:
-            await self.stream.write(frame(payload))
+            await self.stream.write(data)
         except Exception as e:
             raise StreamClosed(f"stream closed while writing ({type(e).__name__})") from None
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from web3 import Web3
 
-from inferchain.wallet.deployment import Deployment, DeploymentError
+from inferchain.wallet.deployment import Deployment, DeploymentError, default_deployment_path
 from inferchain.wallet.receipts import Receipt, SignedReceipt
 from inferchain.wallet.tx import Sender, call_view, send, sender_address
 
@@ -37,8 +37,13 @@ class Chain:
         self.contracts = deployment.contracts(w3)
 
     @classmethod
-    def open(cls, deployment: Deployment | Path, rpc_url: str | None = None) -> Chain:
-        """Connects to the deployment's RPC URL (or `rpc_url`) and checks the contracts are there."""
+    def open(cls, deployment: Deployment | Path | None = None, rpc_url: str | None = None) -> Chain:
+        """Connects to the deployment's RPC URL (or `rpc_url`) and checks the contracts are there.
+
+        Without `deployment`, reads the devnet's (`default_deployment_path()`, under $INFERCHAIN_HOME).
+        """
+        if deployment is None:
+            deployment = default_deployment_path()
         dep = deployment if isinstance(deployment, Deployment) else Deployment.load(deployment)
         url = rpc_url or dep.rpc_url
         if not url:

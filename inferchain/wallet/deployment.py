@@ -26,6 +26,17 @@ ONE_TOKEN = 10**TOKEN_DECIMALS
 DEPLOYMENT_FORMAT = 1
 
 
+def default_home() -> Path:
+    """The inferchain data folder: $INFERCHAIN_HOME, or ~/.inferchain."""
+    env = os.environ.get("INFERCHAIN_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".inferchain"
+
+
+def default_deployment_path() -> Path:
+    """Where `inferchain devnet up` writes the deployment every other command reads by default."""
+    return default_home() / "deployment.json"
+
+
 class DeploymentError(RuntimeError):
     """A deployment file is missing, malformed, or does not match the chain it points to."""
 

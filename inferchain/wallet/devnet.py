@@ -29,7 +29,7 @@ HOST = "127.0.0.1"
 #: Hardhat's well-known development mnemonic: its keys are public, never use them on a real network.
 HARDHAT_MNEMONIC = "test test test test test test test test test test test junk"
 DEVNET_FILE = "devnet.json"
-DEPLOYMENT_FILE = "deployment.json"
+DEPLOYMENT_FILE = "deployment.json"  # the same name default_deployment_path() uses
 PID_FILE = "hardhat.pid"
 LOG_FILE = "hardhat.log"
 START_TIMEOUT_S = 60.0
@@ -38,12 +38,6 @@ STOP_TIMEOUT_S = 10.0
 
 class DevnetError(RuntimeError):
     """The devnet could not be started, reached or stopped; the message says why and what to do."""
-
-
-def default_home() -> Path:
-    """INFERCHAIN_HOME, or ~/.inferchain."""
-    env = os.environ.get("INFERCHAIN_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".inferchain"
 
 
 def free_port() -> int:
@@ -353,3 +347,4 @@ def down(data_dir: Path, timeout_s: float = STOP_TIMEOUT_S) -> bool:
     (data_dir / DEVNET_FILE).unlink(missing_ok=True)
     (data_dir / DEPLOYMENT_FILE).unlink(missing_ok=True)
     return stopped
+

@@ -1,0 +1,3 @@
+from inferchain.cli import main
+
+main()

@@ -1,0 +1,107 @@
+"""Start span nodes as separate OS processes on 127.0.0.1 and wait until they listen (tests, benchmarks, demo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class NodeStartError(RuntimeError):
+    """A node process exited or did not become ready in time; the message carries its log tail."""
+
+
+@dataclass
+class LocalNode:
+    layers: tuple[int, int]
+    data_dir: Path
+    process: subprocess.Popen
+    log_path: Path
+    ready_path: Path
+    addrs: list[str] = field(default_factory=list)
+    peer_id: str = ""
+
+    @property
+    def addr(self) -> str:
+        return self.addrs[0]
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return ""
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.ready_path.exists():
+                data = json.loads(self.ready_path.read_text())
+                self.addrs, self.peer_id = data["addrs"], data["peer_id"]
+                return
+            if self.process.poll() is not None:
+                raise NodeStartError(f"node {self.layers} exited with {self.process.returncode}:\n{self.log_tail()}")
+            time.sleep(0.05)
+        raise NodeStartError(f"node {self.layers} not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def start_node(
+    layers: tuple[int, int],
+    data_dir: Path,
+    model: Path | None = None,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> LocalNode:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ready = data_dir / "ready.json"
+    ready.unlink(missing_ok=True)
+    log_path = data_dir / "node.log"
+    cmd = [sys.executable, "-m", "inferchain.cli", "node", "start", "--layers", f"{layers[0]}:{layers[1]}",
+           "--host", "127.0.0.1", "--data-dir", str(data_dir), "--ready-file", str(ready), "--json"]
+    if model is not None:
+        cmd += ["--model", str(model)]
+    cmd += list(extra_args)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    return LocalNode(layers, data_dir, process, log_path, ready)
+
+
+@contextmanager
+def local_swarm(
+    spans: Sequence[tuple[int, int]],
+    workdir: Path,
+    model: Path | None = None,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    timeout_s: float = 120.0,
+) -> Iterator[list[LocalNode]]:
+    """Start one node process per span; yield them once all listen; kill them all on exit."""
+    nodes: list[LocalNode] = []
+    try:
+        for i, span in enumerate(spans):
+            nodes.append(start_node(span, workdir / f"node{i}", model, extra_args, env))
+        for node in nodes:
+            node.wait_ready(timeout_s)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.kill()

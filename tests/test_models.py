@@ -1,0 +1,140 @@
+"""Model folders, content hashes, span loading, and span math for every family against the whole model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from inferchain.models.family import UnknownFamilyError, family_for
+from inferchain.models.folder import MANIFEST, ModelFolder, ModelFolderError
+from inferchain.models.prepare import save_model_folder
+from inferchain.models.span import ModelHead, SpanError, SpanModel
+
+TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=300, max_position_embeddings=256)
+
+
+def tiny_folder(tmp_path: Path, family: str) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    if family == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=True))
+    elif family == "mistral":
+        model = MistralForCausalLM(MistralConfig(**TINY, sliding_window=5))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(**TINY, use_sliding_window=True, sliding_window=5, max_window_layers=3))
+    model.eval()
+    folder = tmp_path / family
+    save_model_folder(model, None, folder, f"tiny-{family}")
+    reference = type(model).from_pretrained(str(folder), dtype=torch.float32).eval()
+    return folder, reference
+
+
+def run_spans(folder: Path, cuts: list[int], prompt: list[int], steps: int) -> tuple[torch.Tensor, list[int]]:
+    head = ModelHead(folder)
+    spans = [SpanModel(folder, a, b) for a, b in zip(cuts, cuts[1:], strict=False)]
+    caches = [s.new_cache() for s in spans]
+    logits_seen, ids, pos = [], list(prompt), 0
+    h = head.embed(ids)
+    for _ in range(steps):
+        for s, c in zip(spans, caches, strict=True):
+            h = s.forward(h, pos, c)
+        pos += h.shape[1]
+        logits = head.logits(h)
+        logits_seen.append(logits)
+        ids.append(int(logits.argmax()))
+        h = head.embed([ids[-1]])
+    return torch.stack(logits_seen), ids[len(prompt):]
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2"])
+def test_three_spans_equal_the_whole_model(tmp_path, family):
+    folder, reference = tiny_folder(tmp_path, family)
+    prompt = [5, 17, 42, 9, 100, 3, 77]
+    logits, generated = run_spans(folder, [0, 2, 4, 6], prompt, steps=8)
+    with torch.inference_mode():
+        expected = reference.generate(torch.tensor([prompt]), max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                                      output_logits=True, return_dict_in_generate=True)
+    assert generated == expected.sequences[0, len(prompt):].tolist()
+    ref_logits = torch.cat(expected.logits)
+    assert (logits - ref_logits).abs().max().item() < 1e-4
+
+
+def test_sub_span_of_a_loaded_span(tmp_path):
+    folder, _ = tiny_folder(tmp_path, "llama")
+    whole = SpanModel(folder, 0, 6)
+    head = ModelHead(folder)
+    h = head.embed([1, 2, 3])
+    a, b = SpanModel(folder, 0, 3), SpanModel(folder, 3, 6)
+    expected = b.forward(a.forward(h, 0, a.new_cache()), 0, b.new_cache())
+    cache1, cache2 = whole.new_cache(), whole.new_cache()
+    got = whole.forward(whole.forward(h, 0, cache1, 0, 3), 0, cache2, 3, 6)
+    assert torch.allclose(got, expected, atol=1e-6)
+    with pytest.raises(SpanError):
+        whole.forward(h, 0, whole.new_cache(), 4, 8)
+
+
+def test_model_id_is_a_content_hash(tmp_path):
+    folder, _ = tiny_folder(tmp_path, "llama")
+    manifest = ModelFolder(folder).manifest()
+    assert manifest.model_id.startswith("sha256:") and manifest.num_layers == 6
+    # Same weights and config, written again: same id.
+    again, _ = tiny_folder(tmp_path / "again", "llama")
+    assert ModelFolder(again).manifest().model_id == manifest.model_id
+    # A changed config changes the id the manifest claims: the folder is refused.
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["rms_norm_eps"] = 1e-3
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelFolderError, match="does not match"):
+        ModelFolder(folder).manifest()
+
+
+def test_altered_weights_are_refused_when_their_span_loads(tmp_path):
+    folder, _ = tiny_folder(tmp_path, "llama")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    # Claim a different hash for a layer-4 tensor: a node loading layers 3:6 must refuse; 0:3 is unaffected.
+    key = next(k for k in manifest["tensors"] if k.startswith("model.layers.4."))
+    raw = (folder / "model.safetensors").read_bytes()
+    from safetensors.torch import load, save
+
+    tensors = load(raw)
+    tensors[key] = tensors[key] + 1.0
+    (folder / "model.safetensors").write_bytes(save(tensors))
+    SpanModel(folder, 0, 3)
+    with pytest.raises(ModelFolderError, match=key):
+        SpanModel(folder, 3, 6)
+
+
+def test_span_memory_grows_with_the_span(smollm2):
+    def param_bytes(span: SpanModel) -> int:
+        return sum(p.numel() * p.element_size() for p in span.layers.parameters())
+
+    ten, thirty = SpanModel(smollm2, 0, 10), SpanModel(smollm2, 0, 30)
+    assert param_bytes(thirty) == 3 * param_bytes(ten)
+    # A span holds no embeddings or head: those are the client's.
+    names = {n for n, _ in ten.layers.named_parameters()}
+    assert not any("embed" in n or "lm_head" in n for n in names)
+
+
+def test_bad_spans_and_folders(tmp_path, smollm2):
+    with pytest.raises(SpanError):
+        SpanModel(smollm2, 20, 31)
+    with pytest.raises(SpanError):
+        SpanModel(smollm2, 5, 5)
+    with pytest.raises(ModelFolderError, match="config.json is missing"):
+        ModelFolder(tmp_path).config_dict()
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelFolderError, match="model prepare"):
+        ModelFolder(tmp_path).manifest()
+    with pytest.raises(UnknownFamilyError, match="gpt2"):
+        family_for("gpt2")
