@@ -363,10 +363,11 @@ contract NodeStaking is INodeStaking, Ownable, EIP712, ReentrancyGuardTransient 
         bytes32 digestA = verifier.receiptDigest(a);
         bytes32 digestB = verifier.receiptDigest(b);
         if (digestA == digestB) revert ReceiptsDoNotConflict();
+        // tryRecover yields address(0) for a malformed signature: never accept it.
         (address signerA, , ) = ECDSA.tryRecover(digestA, sigA);
-        if (signerA != a.node) revert InvalidNodeSignature(signerA);
+        if (signerA == address(0) || signerA != a.node) revert InvalidNodeSignature(signerA);
         (address signerB, , ) = ECDSA.tryRecover(digestB, sigB);
-        if (signerB != a.node) revert InvalidNodeSignature(signerB);
+        if (signerB == address(0) || signerB != a.node) revert InvalidNodeSignature(signerB);
     }
 
     function _slash(address node, bytes32 offence) private {

@@ -292,10 +292,11 @@ contract PaymentEscrow is IReceiptVerifier, Ownable, EIP712, ReentrancyGuardTran
         if (settled[key]) revert ReceiptAlreadySettled(key);
 
         bytes32 digest = receiptDigest(r);
+        // tryRecover yields address(0) for a malformed signature: never accept it, even for a zero party.
         (address nodeSigner, , ) = ECDSA.tryRecover(digest, nodeSig);
-        if (nodeSigner != node) revert InvalidNodeSignature(key);
+        if (nodeSigner == address(0) || nodeSigner != node) revert InvalidNodeSignature(key);
         (address buyerSigner, , ) = ECDSA.tryRecover(digest, buyerSig);
-        if (buyerSigner != buyer && (buyerSigner == address(0) || !isAuthorizedSigner[buyer][buyerSigner])) {
+        if (buyerSigner == address(0) || (buyerSigner != buyer && !isAuthorizedSigner[buyer][buyerSigner])) {
             revert InvalidBuyerSignature(key, buyerSigner);
         }
 

@@ -237,6 +237,27 @@ describe("NodeStaking", function () {
       );
     });
 
+    it("refuses malformed signatures for a zero node", async function () {
+      const { staking, escrow, buyer } = await loadFixture(h.marketFixture);
+      const a = await h.makeReceipt({ node: ethers.ZeroAddress, buyer: buyer.address });
+      const b = { ...a, tokensOut: a.tokensOut + 1n };
+      await expect(staking.reportEquivocation(a, "0x", b, "0x"))
+        .to.be.revertedWithCustomError(staking, "InvalidNodeSignature")
+        .withArgs(ethers.ZeroAddress);
+      const sigA = await h.signReceipt(buyer, escrow, a);
+      await expect(staking.reportEquivocation(a, sigA, b, "0x"))
+        .to.be.revertedWithCustomError(staking, "InvalidNodeSignature")
+        .withArgs(buyer.address);
+    });
+
+    it("refuses a malformed second signature after a valid first one", async function () {
+      const { staking, escrow, nodeA, buyer } = await loadFixture(h.marketFixture);
+      const p = await conflictingPair(escrow, nodeA, buyer);
+      await expect(staking.reportEquivocation(p.a, p.sigA, p.b, "0x"))
+        .to.be.revertedWithCustomError(staking, "InvalidNodeSignature")
+        .withArgs(ethers.ZeroAddress);
+    });
+
     it("refuses to slash an unregistered signer", async function () {
       const { staking, escrow, other, buyer } = await loadFixture(h.marketFixture);
       const p = await conflictingPair(escrow, other, buyer);

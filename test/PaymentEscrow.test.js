@@ -268,6 +268,18 @@ describe("PaymentEscrow", function () {
       await expect(escrow.settle(r, "0x", nodeSig)).to.be.revertedWithCustomError(escrow, "InvalidNodeSignature");
     });
 
+    it("never accepts a malformed signature, even for a zero node or buyer", async function () {
+      const { escrow, nodeA, buyer } = await loadFixture(h.marketFixture);
+      const zeroNode = await h.makeReceipt({ node: ethers.ZeroAddress, buyer: buyer.address, tokensIn: 0n, tokensOut: 0n });
+      await expect(escrow.settle(zeroNode, "0x", await h.signReceipt(buyer, escrow, zeroNode)))
+        .to.be.revertedWithCustomError(escrow, "InvalidNodeSignature")
+        .withArgs(h.receiptKey(zeroNode));
+      const zeroBuyer = await h.makeReceipt({ node: nodeA.address, buyer: ethers.ZeroAddress, tokensIn: 0n, tokensOut: 0n });
+      await expect(escrow.settle(zeroBuyer, await h.signReceipt(nodeA, escrow, zeroBuyer), "0x"))
+        .to.be.revertedWithCustomError(escrow, "InvalidBuyerSignature")
+        .withArgs(h.receiptKey(zeroBuyer), ethers.ZeroAddress);
+    });
+
     it("refuses a tampered receipt (signed fields changed after signing)", async function () {
       const { escrow, nodeA, buyer } = await loadFixture(h.marketFixture);
       const s = await h.signedReceipt(escrow, nodeA, buyer);

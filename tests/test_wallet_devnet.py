@@ -72,10 +72,11 @@ def test_data_dir_defaults_to_inferchain_home(tmp_path: Path, monkeypatch: pytes
 
 
 @pytest.mark.integration
-def test_up_status_down(tmp_path: Path) -> None:
+def test_up_status_down(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if shutil.which("node") is None or not (REPO / "node_modules" / ".bin" / "hardhat").exists():
         pytest.skip("Hardhat not installed (run `npm ci` or scripts/contracts_test.sh)")
     data = tmp_path / "home"
+    monkeypatch.setenv("INFERCHAIN_HOME", str(data))
     code, info = invoke("up", "--data-dir", str(data), "--accounts", "3", "--fund", "500", "--timeout", "60")
     try:
         assert code == 0, info
@@ -90,6 +91,7 @@ def test_up_status_down(tmp_path: Path) -> None:
         assert deployment.rpc_url == info["rpc_url"]
         assert info["addresses"]["escrow"] == deployment.addresses.escrow
         chain = Chain.open(data / "deployment.json")
+        assert Chain.open().deployment == deployment  # INFERCHAIN_HOME points at `data` (see monkeypatch)
         for address in info["accounts"]:
             assert chain.token_balance(address) == 500 * ONE_TOKEN
         state = json.loads((data / "devnet.json").read_text())
