@@ -40,7 +40,7 @@ def monolithic(model, ids: list[int], tokens: int) -> tuple[float, float, list[i
         t0 = time.perf_counter()
         out = model.generate(x, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
         total = time.perf_counter() - t0
-    return prefill, (total - prefill) / (tokens - 1) * 1000, out[0, len(ids):].tolist()
+    return prefill, (total - prefill) / (tokens - 1) * 1000, out[0, len(ids) :].tolist()
 
 
 def chained(head: ModelHead, peers: list[str], ids: list[int], tokens: int, dtype: str):

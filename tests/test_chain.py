@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 def reference_greedy(model, ids: list[int], n: int) -> list[int]:
     with torch.inference_mode():
         out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False)
-    return out[0, len(ids):].tolist()
+    return out[0, len(ids) :].tolist()
 
 
 def main_route(swarm) -> list[str]:
@@ -71,8 +71,15 @@ def test_sampling_is_reproducible_with_a_seed_and_respects_stop(swarm, smollm2, 
     assert texts[0] == texts[1] and texts[0]
     stop_at = texts[0].split()[2]
     with InferenceSession(smollm2, main_route(swarm), max_length=len(ids) + 24) as session:
-        pieces = [c.text for c in stream_tokens(session, tokenizer, ids, SamplingParams(
-            max_tokens=20, temperature=0.8, top_p=0.9, top_k=40, seed=1234, stop=(stop_at,)))]
+        pieces = [
+            c.text
+            for c in stream_tokens(
+                session,
+                tokenizer,
+                ids,
+                SamplingParams(max_tokens=20, temperature=0.8, top_p=0.9, top_k=40, seed=1234, stop=(stop_at,)),
+            )
+        ]
     streamed = "".join(pieces)
     assert stop_at not in streamed
     assert texts[0].startswith(streamed)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def reference_text(model, tokenizer, ids: list[int], n: int) -> str:
     with torch.inference_mode():
         out = model.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False)
-    return tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+    return tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
 
 
 def run_with_fault(session: InferenceSession, tokenizer, ids, fault) -> str:
@@ -52,8 +52,9 @@ def test_stalled_node_times_out_and_is_replaced(smollm2, tokenizer, reference_mo
         ids = chat_prompt(tokenizer, [{"role": "user", "content": "Say hello in French."}])
         first = nodes[0]
         peers = [nodes[0].addr, nodes[1].addr, nodes[2].addr, nodes[3].addr]
-        with InferenceSession(smollm2, peers, max_length=len(ids) + 30,
-                              timeouts=Timeouts(connect_s=5, step_s=3, per_token_s=0.05)) as session:
+        with InferenceSession(
+            smollm2, peers, max_length=len(ids) + 30, timeouts=Timeouts(connect_s=5, step_s=3, per_token_s=0.05)
+        ) as session:
             stalled = next(n for n in nodes if n.peer_id == session.route[0][0])
             try:
                 text = run_with_fault(session, tokenizer, ids, lambda: os.kill(stalled.process.pid, signal.SIGSTOP))
@@ -68,9 +69,11 @@ def test_stalled_node_times_out_and_is_replaced(smollm2, tokenizer, reference_mo
 def test_no_replacement_is_a_clear_error(smollm2, tokenizer, tmp_path):
     from inferchain.client.chain import NoRouteError
 
-    with local_swarm([(0, 15), (15, 30)], tmp_path, smollm2) as nodes:
-        with InferenceSession(smollm2, [n.addr for n in nodes], max_length=64) as session:
-            session.step([1, 2, 3])
-            nodes[1].kill()
-            with pytest.raises(NoRouteError, match="layer 15"):
-                session.step([4])
+    with (
+        local_swarm([(0, 15), (15, 30)], tmp_path, smollm2) as nodes,
+        InferenceSession(smollm2, [n.addr for n in nodes], max_length=64) as session,
+    ):
+        session.step([1, 2, 3])
+        nodes[1].kill()
+        with pytest.raises(NoRouteError, match="layer 15"):
+            session.step([4])

@@ -21,8 +21,15 @@ from inferchain.models.folder import MANIFEST, ModelFolder, ModelFolderError
 from inferchain.models.prepare import save_model_folder
 from inferchain.models.span import ModelHead, SpanError, SpanModel
 
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=6, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=300, max_position_embeddings=256)
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=6,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=300,
+    max_position_embeddings=256,
+)
 
 
 def tiny_folder(tmp_path: Path, family: str) -> tuple[Path, torch.nn.Module]:
@@ -54,7 +61,7 @@ def run_spans(folder: Path, cuts: list[int], prompt: list[int], steps: int) -> t
         logits_seen.append(logits)
         ids.append(int(logits.argmax()))
         h = head.embed([ids[-1]])
-    return torch.stack(logits_seen), ids[len(prompt):]
+    return torch.stack(logits_seen), ids[len(prompt) :]
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen2"])
@@ -63,9 +70,15 @@ def test_three_spans_equal_the_whole_model(tmp_path, family):
     prompt = [5, 17, 42, 9, 100, 3, 77]
     logits, generated = run_spans(folder, [0, 2, 4, 6], prompt, steps=8)
     with torch.inference_mode():
-        expected = reference.generate(torch.tensor([prompt]), max_new_tokens=8, min_new_tokens=8, do_sample=False,
-                                      output_logits=True, return_dict_in_generate=True)
-    assert generated == expected.sequences[0, len(prompt):].tolist()
+        expected = reference.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=8,
+            min_new_tokens=8,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    assert generated == expected.sequences[0, len(prompt) :].tolist()
     ref_logits = torch.cat(expected.logits)
     assert (logits - ref_logits).abs().max().item() < 1e-4
 

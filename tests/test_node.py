@@ -71,8 +71,16 @@ def framed(obj) -> bytes:
 
 
 def open_msg(model_id: str, **kw) -> dict:
-    base = {"t": "open", "v": 1, "session_id": "s1", "model_id": model_id, "start": 0, "end": 10, "max_length": 32,
-            "dtype": "f32"}
+    base = {
+        "t": "open",
+        "v": 1,
+        "session_id": "s1",
+        "model_id": model_id,
+        "start": 0,
+        "end": 10,
+        "max_length": 32,
+        "dtype": "f32",
+    }
     return base | kw
 
 
@@ -84,24 +92,39 @@ def test_bad_input_gets_typed_errors_and_the_session_survives(small_node, host, 
     model_id = ModelHead(smollm2).info.model_id
     x = np.random.default_rng(1).standard_normal((1, 3, H)).astype(np.float32)
     good = {"t": "fwd", "pos": 0, "x": encode_tensor(x, "f32")}
-    replies = raw_exchange(host, small_node.addr, [
-        framed(b"\xc1garbage"),
-        framed({"t": "fwd", "pos": 0, "x": encode_tensor(x, "f32")}),  # before open
-        framed(open_msg("sha256:other")),
-        framed(open_msg(model_id, start=5, end=20)),
-        framed(open_msg(model_id, max_length=10_000)),
-        framed(open_msg(model_id)),
-        framed({"t": "fwd", "pos": 0, "x": {"d": "f32", "s": [1, 3, H - 1], "b": b"\0" * 4 * 3 * (H - 1)}}),
-        framed({"t": "fwd", "pos": 0, "x": {"d": "i8", "s": [1, 3, H], "b": b"\0" * 3 * H}}),
-        framed({"t": "fwd", "pos": 5, "x": encode_tensor(x, "f32")}),
-        framed({"t": "fwd", "pos": 0, "x": encode_tensor(np.zeros((1, 40, H), np.float32), "f32")}),
-        framed(good),
-        framed({"t": "open", "v": 2}),
-        framed({"t": "ping", "n": 7}),
-    ])
+    replies = raw_exchange(
+        host,
+        small_node.addr,
+        [
+            framed(b"\xc1garbage"),
+            framed({"t": "fwd", "pos": 0, "x": encode_tensor(x, "f32")}),  # before open
+            framed(open_msg("sha256:other")),
+            framed(open_msg(model_id, start=5, end=20)),
+            framed(open_msg(model_id, max_length=10_000)),
+            framed(open_msg(model_id)),
+            framed({"t": "fwd", "pos": 0, "x": {"d": "f32", "s": [1, 3, H - 1], "b": b"\0" * 4 * 3 * (H - 1)}}),
+            framed({"t": "fwd", "pos": 0, "x": {"d": "i8", "s": [1, 3, H], "b": b"\0" * 3 * H}}),
+            framed({"t": "fwd", "pos": 5, "x": encode_tensor(x, "f32")}),
+            framed({"t": "fwd", "pos": 0, "x": encode_tensor(np.zeros((1, 40, H), np.float32), "f32")}),
+            framed(good),
+            framed({"t": "open", "v": 2}),
+            framed({"t": "ping", "n": 7}),
+        ],
+    )
     assert codes(replies) == [
-        "bad_message", "no_session", "wrong_model", "bad_span", "too_long", "opened", "bad_tensor", "bad_tensor",
-        "position_mismatch", "too_long", "out", "unsupported_version", "pong",
+        "bad_message",
+        "no_session",
+        "wrong_model",
+        "bad_span",
+        "too_long",
+        "opened",
+        "bad_tensor",
+        "bad_tensor",
+        "position_mismatch",
+        "too_long",
+        "out",
+        "unsupported_version",
+        "pong",
     ]
     # The session's cache saw only the one good forward: its output equals a fresh local span's.
     local = SpanModel(smollm2, 0, 10)
@@ -174,8 +197,10 @@ def test_node_memory_grows_with_its_span(smollm2, tmp_path):
     with local_swarm([(0, 10), (0, 30)], tmp_path, smollm2) as nodes:
         rss = [psutil.Process(n.process.pid).memory_info().rss for n in nodes]
     layer_bytes = sum(p.numel() * 4 for p in SpanModel(smollm2, 0, 1).layers.parameters())
-    print(f"\nRSS serving 10 layers: {rss[0] / 2**20:.0f} MiB; 30 layers: {rss[1] / 2**20:.0f} MiB; "
-          f"one layer's weights: {layer_bytes / 2**20:.1f} MiB")
+    print(
+        f"\nRSS serving 10 layers: {rss[0] / 2**20:.0f} MiB; 30 layers: {rss[1] / 2**20:.0f} MiB; "
+        f"one layer's weights: {layer_bytes / 2**20:.1f} MiB"
+    )
     # The 20 extra layers must show up (at least 80% of their bytes), and nothing model-wide may be loaded
     # by the 10-layer node: embeddings + head alone would add 108 MiB.
     assert rss[1] - rss[0] > 0.8 * 20 * layer_bytes

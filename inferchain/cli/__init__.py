@@ -17,11 +17,13 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from inferchain.cli import model, node, chat
+    from inferchain.cli import chat, devnet, model, node, swarm
 
     app.add_typer(model.app, name="model")
     app.add_typer(node.app, name="node")
+    app.add_typer(devnet.app, name="devnet")
     app.command("chat")(chat.chat)
+    app.command("swarm")(swarm.swarm)
 
 
 _register()

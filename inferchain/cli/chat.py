@@ -38,8 +38,9 @@ def chat(
     if wire_dtype not in ("f16", "f32"):
         fail("--wire-dtype must be f16 or f32")
     try:
-        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
-                                seed=seed, stop=tuple(stop))
+        params = SamplingParams(
+            max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=tuple(stop)
+        )
     except ValueError as e:
         fail(str(e))
     folder = model or default_model_dir()
@@ -54,8 +55,7 @@ def chat(
         messages.append({"role": "user", "content": text})
         ids = chat_prompt(tokenizer, messages)
         result: list[Completion] = []
-        with InferenceSession(head, peer, max_length=len(ids) + max_tokens,
-                              wire_dtype=wire_dtype) as session:  # type: ignore[arg-type]
+        with InferenceSession(head, peer, max_length=len(ids) + max_tokens, wire_dtype=wire_dtype) as session:  # type: ignore[arg-type]
             route = " -> ".join(f"{name[-6:]}[{a}:{b}]" for name, a, b in session.route)
             if not json_output:
                 console.print(f"[dim]route {route}[/]")
@@ -65,9 +65,16 @@ def chat(
                     sys.stdout.flush()
             done = result[0]
             if json_output:
-                emit_json({"text": done.text, "finish_reason": done.finish_reason, "route": session.route,
-                           "prompt_tokens": done.prompt_tokens, "completion_tokens": len(done.token_ids),
-                           "failovers": [f.__dict__ for f in session.failovers]})
+                emit_json(
+                    {
+                        "text": done.text,
+                        "finish_reason": done.finish_reason,
+                        "route": session.route,
+                        "prompt_tokens": done.prompt_tokens,
+                        "completion_tokens": len(done.token_ids),
+                        "failovers": [f.__dict__ for f in session.failovers],
+                    }
+                )
             else:
                 sys.stdout.write("\n")
                 for f in session.failovers:

@@ -26,7 +26,11 @@ def prepare(
     target = out or default_model_dir()
     try:
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
             disable=json_output,
         ) as progress:
             task = progress.add_task("preparing", total=1.0)

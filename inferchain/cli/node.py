@@ -63,18 +63,30 @@ def start(
     home.mkdir(parents=True, exist_ok=True)
     try:
         with Progress(
-            TextColumn("loading layers {task.fields[span]}"), BarColumn(), MofNCompleteColumn(),
-            console=console, transient=True, disable=json_output or not sys.stdout.isatty(),
+            TextColumn("loading layers {task.fields[span]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            transient=True,
+            disable=json_output or not sys.stdout.isatty(),
         ) as progress:
             task = progress.add_task("load", total=None, span=layers)
-            span = SpanModel(folder, start_layer, end_layer,
-                             progress=lambda n, total: progress.update(task, completed=n, total=total))
+            span = SpanModel(
+                folder,
+                start_layer,
+                end_layer,
+                progress=lambda n, total: progress.update(task, completed=n, total=total),
+            )
     except (ModelFolderError, SpanError) as e:
         fail(str(e))
     server = SpanServer(
         span,
-        SessionLimits(max_sessions=max_sessions, max_length=max_length,
-                      cache_budget_bytes=cache_mb * 1024 * 1024, idle_timeout_s=idle_timeout),
+        SessionLimits(
+            max_sessions=max_sessions,
+            max_length=max_length,
+            cache_budget_bytes=cache_mb * 1024 * 1024,
+            idle_timeout_s=idle_timeout,
+        ),
     )
     ready_callbacks = [write_ready_file(ready_file)] if ready_file else []
 
@@ -82,8 +94,15 @@ def start(
         for cb in ready_callbacks:
             cb(address)
         if json_output:
-            emit_json({"event": "ready", "peer_id": address.peer_id, "addrs": address.addrs,
-                       "model_id": span.info.model_id, "layers": [start_layer, end_layer]})
+            emit_json(
+                {
+                    "event": "ready",
+                    "peer_id": address.peer_id,
+                    "addrs": address.addrs,
+                    "model_id": span.info.model_id,
+                    "layers": [start_layer, end_layer],
+                }
+            )
         else:
             console.print(f"[green]serving[/] layers {start_layer}:{end_layer} of {span.info.manifest.name}")
             for a in address.addrs:

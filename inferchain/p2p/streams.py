@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from libp2p.abc import INetStream
 
 from inferchain.wire.errors import ErrorCode, WireError
@@ -50,13 +52,9 @@ class FramedStream:
             raise StreamClosed(f"stream closed while writing ({type(e).__name__})") from None
 
     async def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # already reset: nothing left to close
             await self.stream.close()
-        except Exception:  # already reset: nothing left to close
-            pass
 
     async def reset(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # already gone
             await self.stream.reset()
-        except Exception:  # already gone
-            pass

@@ -118,9 +118,7 @@ def decode(payload: bytes) -> Message:
         raise WireError(ErrorCode.BAD_MESSAGE, "message must be a map")
     version = raw.get("v", PROTOCOL_VERSION)
     if isinstance(version, int) and version != PROTOCOL_VERSION:
-        raise WireError(
-            ErrorCode.UNSUPPORTED_VERSION, f"protocol version {version} is not supported (this peer: 1)"
-        )
+        raise WireError(ErrorCode.UNSUPPORTED_VERSION, f"protocol version {version} is not supported (this peer: 1)")
     try:
         return _ADAPTER.validate_python(raw)
     except ValidationError as e:

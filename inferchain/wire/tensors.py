@@ -9,7 +9,7 @@ import numpy as np
 from inferchain.wire.errors import ErrorCode, WireError
 
 WireDType = Literal["f16", "f32"]
-_NUMPY = {"f16": np.dtype("<f2"), "f32": np.dtype("<f4")}
+_NUMPY: dict[str, np.dtype] = {"f16": np.dtype("<f2"), "f32": np.dtype("<f4")}
 
 
 def encode_tensor(array: np.ndarray, dtype: WireDType) -> dict:
