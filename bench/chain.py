@@ -66,9 +66,11 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--wire-dtype", default="f16", choices=["f16", "f32"])
+    ap.add_argument("--node-env", action="append", default=[], help="KEY=VALUE for the node processes")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "chain.jsonl"))
     args = ap.parse_args()
 
+    node_env = dict(kv.split("=", 1) for kv in args.node_env)
     folder = default_model_dir()
     prepare_default_model(folder)
     tok = AutoTokenizer.from_pretrained(str(folder))
@@ -98,6 +100,7 @@ def main() -> None:
         "prompt_tokens": len(ids),
         "tokens": args.tokens,
         "wire_dtype": args.wire_dtype,
+        "node_env": node_env,
         "mono_prefill_ms": round(m_prefill * 1000, 1),
         "chain_prefill_ms": round(c_prefill * 1000, 1),
         "mono_decode_ms_per_token": round(m_decode, 2),
