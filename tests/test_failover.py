@@ -75,5 +75,5 @@ def test_no_replacement_is_a_clear_error(smollm2, tokenizer, tmp_path):
     ):
         session.step([1, 2, 3])
         nodes[1].kill()
-        with pytest.raises(NoRouteError, match="layer 15"):
+        with pytest.raises(NoRouteError, match="layers 15-29 are served by no routable node"):
             session.step([4])

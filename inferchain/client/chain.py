@@ -16,13 +16,10 @@ from libp2p.abc import IHost
 from libp2p.peer.peerinfo import PeerInfo
 
 from inferchain.client.remote import RETRYABLE, RemoteError, RemoteSpan, Timeouts, request_once
+from inferchain.marketplace.planner import NoRouteError, Offer, RoutePlanner
 from inferchain.wire import messages as m
 from inferchain.wire.errors import ErrorCode
 from inferchain.wire.tensors import WireDType
-
-
-class NoRouteError(Exception):
-    """No set of known, live nodes covers the layers that need serving."""
 
 
 @dataclass
@@ -60,25 +57,6 @@ class FailoverEvent:
     replayed_tokens: int
 
 
-def plan_cover(peers: list[KnownPeer], start: int, end: int, exclude: set[str]) -> list[tuple[KnownPeer, int, int]]:
-    """Fewest hops covering [start, end) from live peers (ties: lowest RTT). A peer may serve part of its span."""
-    usable = [
-        p for p in peers if p.node is not None and p.name not in exclude and p.node.sessions < p.node.max_sessions
-    ]
-    route: list[tuple[KnownPeer, int, int]] = []
-    at = start
-    while at < end:
-        candidates = [p for p in usable if p.node is not None and p.node.start <= at < p.node.end]
-        if not candidates:
-            raise NoRouteError(f"no live node serves layer {at} (need layers {start}:{end})")
-        best = max(candidates, key=lambda p: (min(p.node.end, end) if p.node else 0, -p.rtt_ms))
-        assert best.node is not None
-        stop = min(best.node.end, end)
-        route.append((best, at, stop))
-        at = stop
-    return route
-
-
 class Chain:
     """Trio-side state of one generation: the hops, their past inputs, and the fail-over policy."""
 
@@ -105,32 +83,53 @@ class Chain:
         self.hops: list[Hop] = []
         self.failovers: list[FailoverEvent] = []
         self._dead: set[str] = set()
+        self.planner = RoutePlanner({model_id: num_layers})
 
     async def refresh(self) -> None:
         """Ask every known peer what it serves and how loaded it is; measure the round trip."""
         for peer in self.known:
             if peer.name in self._dead:
                 continue
-            t0 = time.perf_counter()
             try:
                 reply = await request_once(self.host, peer.info, m.InfoRequest(), self.timeouts)
+                t0 = time.perf_counter()  # timed on the open connection: a dial is not a round trip
+                await request_once(self.host, peer.info, m.Ping(), self.timeouts)
             except RemoteError:
                 peer.node = None
+                self.planner.remove(peer.name)
                 continue
             peer.rtt_ms = (time.perf_counter() - t0) * 1000
             if isinstance(reply, m.NodeInfo) and reply.model_id == self.model_id:
                 peer.node = reply
+                self.planner.upsert(self._offer(peer, reply))
             else:
                 peer.node = None
+                self.planner.remove(peer.name)
+
+    def _offer(self, peer: KnownPeer, node: m.NodeInfo) -> Offer:
+        """What a peer of a static list offers: its span at no price, timed by its own report and our ping."""
+        return Offer(
+            node_id=peer.name,
+            model_id=self.model_id,
+            start=node.start,
+            end=node.end,
+            price_per_1k=0,
+            ms_per_layer=node.ms_per_layer or 1.0,
+            rtt_ms=peer.rtt_ms,
+            free_slots=max(0, node.max_sessions - node.sessions),
+            max_slots=node.max_sessions,
+            expires_at=time.time() + 3600,
+        )
 
     async def _open_cover(self, start: int, end: int) -> list[Hop]:
         """Open sessions on a cover of [start, end), trying other peers when one refuses or is unreachable."""
+        by_name = {p.name: p for p in self.known}
         for _ in range(len(self.known) + 1):
-            route = plan_cover(self.known, start, end, self._dead)
+            route = self.planner.plan_range(self.model_id, start, end, exclude=self._dead)
             hops: list[Hop] = []
             try:
-                for peer, a, b in route:
-                    remote = RemoteSpan(self.host, peer.info, a, b, self.dtype, self.timeouts)
+                for name, a, b in route.hops:
+                    remote = RemoteSpan(self.host, by_name[name].info, a, b, self.dtype, self.timeouts)
                     await remote.open(self.session_id, self.model_id, self.hidden_size, self.max_length)
                     hops.append(Hop(remote))
                 return hops
@@ -140,6 +139,7 @@ class Chain:
                 if e.code not in RETRYABLE:
                     raise
                 self._dead.add(e.peer)
+                self.planner.report_failure(e.peer)
         raise NoRouteError(f"could not open sessions covering layers {start}:{end}")
 
     async def open(self) -> None:
@@ -172,12 +172,14 @@ class Chain:
                 return await self._fail_over(index, error)
             except RemoteError as again:
                 self._dead.add(again.peer)
+                self.planner.report_failure(again.peer)
                 error = again
 
     async def _fail_over(self, index: int, error: RemoteError) -> tuple[list[Hop], np.ndarray]:
         failed = self.hops[index]
         if error.code != ErrorCode.SESSION_EXPIRED:  # an expired session may be re-opened on the same node
             self._dead.add(failed.remote.name)
+            self.planner.report_failure(failed.remote.name)
         await failed.remote.abort()
         await self.refresh()
         new_hops = await self._open_cover(failed.start, failed.end)

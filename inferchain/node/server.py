@@ -37,6 +37,11 @@ class NodeStats:
     tokens: int = 0
     sessions_opened: int = 0
     errors: int = 0
+    ms_per_layer: float = 0.0  # moving average over single-token (decode) steps
+
+    def record_decode_step(self, seconds: float, layers: int) -> None:
+        sample = seconds * 1000 / layers
+        self.ms_per_layer = sample if self.ms_per_layer == 0 else 0.9 * self.ms_per_layer + 0.1 * sample
 
 
 class SpanServer:
@@ -61,6 +66,7 @@ class SpanServer:
             max_sessions=self.sessions.limits.max_sessions,
             free_cache_tokens=self.sessions.free_cache_tokens(),
             max_tokens_per_forward=self.limits.max_tokens_per_forward,
+            ms_per_layer=round(self.stats.ms_per_layer, 4),
         )
 
     async def handle_stream(self, stream: INetStream) -> None:
@@ -157,7 +163,10 @@ class SpanServer:
                 ErrorCode.TOO_LONG, f"{session.position + n} tokens exceed the session's {session.max_length}"
             )
         hidden = torch.from_numpy(array.astype(np.float32))  # a writable copy
+        started = time.perf_counter()
         out = self.span.forward(hidden, session.position, session.cache, session.start, session.end)
+        if n == 1:
+            self.stats.record_decode_step(time.perf_counter() - started, session.end - session.start)
         session.position += n
         session.tokens += n
         session.last_active = time.monotonic()

@@ -76,6 +76,7 @@ class NodeInfo(_Message):
     max_sessions: StrictInt
     free_cache_tokens: StrictInt
     max_tokens_per_forward: StrictInt
+    ms_per_layer: float = 0.0  # measured compute per layer per decoded token (0: not measured yet)
 
 
 class Ping(_Message):
