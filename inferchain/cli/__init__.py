@@ -17,11 +17,12 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from inferchain.cli import chat, devnet, model, node, swarm
+    from inferchain.cli import chat, devnet, model, node, swarm, wallet
 
     app.add_typer(model.app, name="model")
     app.add_typer(node.app, name="node")
     app.add_typer(devnet.app, name="devnet")
+    app.add_typer(wallet.app, name="wallet")
     app.command("chat")(chat.chat)
     app.command("swarm")(swarm.swarm)
 

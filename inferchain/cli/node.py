@@ -129,3 +129,135 @@ def start(
         console.print("\nstopped")
     except OSError as e:
         fail(f"cannot listen on {host}:{port}: {e}")
+
+
+# -- the operator's life cycle: on-chain transactions through the wallet --------------------------------------
+
+WALLET_HELP = "Wallet name (default: $INFERCHAIN_WALLET, or the only wallet there is)."
+
+
+def _operator(wallet: str | None, passphrase_file: Path | None, deployment: Path | None, rpc_url: str | None,
+              as_json: bool):  # -> Operator (imports stay inside commands)
+    from inferchain.cli.wallet import open_chain, unlock
+    from inferchain.wallet.operator import Operator
+
+    account = unlock(wallet, passphrase_file, as_json)
+    return Operator(open_chain(deployment, rpc_url, as_json), account)
+
+
+def _act(plan_of, wallet, passphrase_file, deployment, rpc_url, as_json, yes) -> None:
+    from inferchain.cli.wallet import guarded, run_plan
+
+    op = _operator(wallet, passphrase_file, deployment, rpc_url, as_json)
+    plan = guarded(lambda: plan_of(op), as_json)
+    run_plan(plan, as_json, yes)
+
+
+@app.command()
+def register(
+    wallet: str | None = typer.Option(None, "--wallet", help=WALLET_HELP),
+    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Passphrase file."),
+    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file."),
+    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Register the wallet as a node on the staking contract (once per wallet)."""
+    _act(lambda op: op.plan_register(), wallet, passphrase_file, deployment, rpc_url, as_json, yes)
+
+
+@app.command()
+def stake(
+    amount: str = typer.Argument(..., help="INFER to stake, e.g. 100 or 0.5."),
+    allow_below_minimum: bool = typer.Option(
+        False, "--allow-below-minimum", help="Stake even if the total stays below the routable minimum."
+    ),
+    wallet: str | None = typer.Option(None, "--wallet", help=WALLET_HELP),
+    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Passphrase file."),
+    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file."),
+    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Approve and stake AMOUNT INFER (a node is routable once its stake reaches the minimum)."""
+    from inferchain.cli.wallet import guarded
+    from inferchain.wallet.operator import parse_amount
+
+    wei = guarded(lambda: parse_amount(amount), as_json)
+    _act(lambda op: op.plan_stake(wei, allow_below_minimum), wallet, passphrase_file, deployment, rpc_url, as_json,
+         yes)
+
+
+@app.command()
+def unstake(
+    amount: str | None = typer.Argument(None, help="INFER to unbond (default: all of the stake)."),
+    wallet: str | None = typer.Option(None, "--wallet", help=WALLET_HELP),
+    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Passphrase file."),
+    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file."),
+    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Start unbonding stake; `withdraw` pays it out after the unbonding delay."""
+    from inferchain.cli.wallet import guarded
+    from inferchain.wallet.operator import parse_amount
+
+    wei = guarded(lambda: parse_amount(amount), as_json) if amount is not None else None
+    _act(lambda op: op.plan_unstake(wei), wallet, passphrase_file, deployment, rpc_url, as_json, yes)
+
+
+@app.command()
+def withdraw(
+    wallet: str | None = typer.Option(None, "--wallet", help=WALLET_HELP),
+    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Passphrase file."),
+    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file."),
+    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Withdraw unbonded stake once the unbonding delay has passed."""
+    _act(lambda op: op.plan_withdraw(), wallet, passphrase_file, deployment, rpc_url, as_json, yes)
+
+
+@app.command()
+def claim(
+    wallet: str | None = typer.Option(None, "--wallet", help=WALLET_HELP),
+    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Passphrase file."),
+    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file."),
+    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Claim settled earnings from the escrow and rewards of ended epochs from the reward pool."""
+    _act(lambda op: op.plan_claim(), wallet, passphrase_file, deployment, rpc_url, as_json, yes)
+
+
+@app.command()
+def status(
+    wallet: str | None = typer.Option(None, "--wallet", help=WALLET_HELP),
+    data_dir: Path | None = typer.Option(None, help="Node data folder (for the local receipt summary)."),
+    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file."),
+    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """The node's on-chain state (registration, stake, unbonding, earnings, rewards) and its local receipts."""
+    from inferchain.cli.wallet import emit, guarded, open_chain, render_balances, wallet_address
+    from inferchain.wallet.operator import balances
+
+    name, address = wallet_address(wallet, as_json)
+    chain = open_chain(deployment, rpc_url, as_json)
+    b = guarded(lambda: balances(chain, address), as_json)
+    summary = _receipt_summary(data_dir or data_home() / "node")
+    if as_json:
+        emit({"wallet": name, **b.to_json(), "receipts": summary})
+        return
+    render_balances(b, f"node {name}  {address}")
+    if summary:
+        console.print(
+            "receipts  " + "  ".join(f"{state} {n}" for state, n in sorted(summary["by_state"].items()))
+            + f"  [dim](unsettled value {summary['unsettled_value_infer']} INFER)[/]"
+        )
+
+
+def _receipt_summary(folder: Path) -> dict:
+    return {}
