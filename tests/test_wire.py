@@ -99,7 +99,20 @@ def test_any_bytes_decode_to_a_message_or_a_wire_error(data):
     except WireError as e:
         assert e.code in (ErrorCode.BAD_MESSAGE, ErrorCode.UNSUPPORTED_VERSION)
     else:
-        assert msg.t in {"open", "opened", "fwd", "out", "close", "closed", "info", "node", "ping", "pong", "err"}
+        assert msg.t in {
+            "open",
+            "opened",
+            "fwd",
+            "out",
+            "close",
+            "closed",
+            "info",
+            "node",
+            "announce",
+            "ping",
+            "pong",
+            "err",
+        }
 
 
 json_values = st.recursive(

@@ -7,19 +7,30 @@ replacement for a node that died or stalled. Greedy output after fail-over there
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import trio
 from libp2p.abc import IHost
+from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.pubsub.pubsub import Pubsub
 
-from inferchain.client.remote import RETRYABLE, RemoteError, RemoteSpan, Timeouts, request_once
+from inferchain.client.remote import RETRYABLE, RemoteError, RemoteSpan, Timeouts, ensure_connected, request_once
 from inferchain.marketplace.planner import NoRouteError, Offer, RoutePlanner
+from inferchain.p2p.gossip import offer_topic
+from inferchain.p2p.host import parse_peer_addr
 from inferchain.wire import messages as m
 from inferchain.wire.errors import ErrorCode
 from inferchain.wire.tensors import WireDType
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,6 +95,7 @@ class Chain:
         self.failovers: list[FailoverEvent] = []
         self._dead: set[str] = set()
         self.planner = RoutePlanner({model_id: num_layers})
+        self.dropped_announcements: Counter[str] = Counter()  # reason -> count
 
     async def refresh(self) -> None:
         """Ask every known peer what it serves and how loaded it is; measure the round trip."""
@@ -106,7 +118,7 @@ class Chain:
                 peer.node = None
                 self.planner.remove(peer.name)
 
-    def _offer(self, peer: KnownPeer, node: m.NodeInfo) -> Offer:
+    def _offer(self, peer: KnownPeer, node: m.NodeInfo, expires_at: float | None = None) -> Offer:
         """What a peer of a static list offers: its span at no price, timed by its own report and our ping."""
         return Offer(
             node_id=peer.name,
@@ -115,11 +127,58 @@ class Chain:
             end=node.end,
             price_per_1k=0,
             ms_per_layer=node.ms_per_layer or 1.0,
-            rtt_ms=peer.rtt_ms,
+            rtt_ms=peer.rtt_ms if peer.rtt_ms != float("inf") else 1000.0,
             free_slots=max(0, node.max_sessions - node.sessions),
             max_slots=node.max_sessions,
-            expires_at=time.time() + 3600,
+            expires_at=expires_at or time.time() + 3600,
         )
+
+    async def discover(self, pubsub: Pubsub, bootstrap: list[PeerInfo], wait_s: float, settle_s: float = 1.0) -> int:
+        """Join the model's offer topic through the bootstrap peers and collect node announcements until every
+        layer is covered (plus `settle_s` for alternatives) or `wait_s` passes. Returns the peers learned."""
+        subscription = await pubsub.subscribe(offer_topic(self.model_id))
+        for peer in bootstrap:
+            with contextlib.suppress(Exception), trio.move_on_after(self.timeouts.connect_s):
+                await ensure_connected(self.host, peer, self.timeouts.connect_s)
+        learned = 0
+        deadline = trio.current_time() + wait_s
+        covered_at: float | None = None
+        try:
+            while trio.current_time() < deadline and (covered_at is None or trio.current_time() < covered_at):
+                with trio.move_on_at(min(deadline, covered_at or deadline)):
+                    message = await subscription.get()
+                    learned += self._learn(message)
+                if covered_at is None and min(self.planner.coverage(self.model_id), default=0) > 0:
+                    covered_at = trio.current_time() + settle_s
+        finally:
+            await pubsub.unsubscribe(offer_topic(self.model_id))
+        return learned
+
+    def _learn(self, message: Any) -> int:
+        """Take one announcement off the topic; returns 1 for a new peer. Invalid ones are counted and dropped."""
+        try:
+            announce = m.decode(message.data)
+            if not isinstance(announce, m.Announce):
+                raise ValueError(f"not an announcement: {announce.t}")
+            sender = str(ID(message.from_id))
+            if announce.peer_id != sender:
+                raise ValueError(f"announcement for {announce.peer_id} published by {sender}")
+            if announce.info.model_id != self.model_id:
+                raise ValueError("announcement for another model")
+            if announce.expires_at < time.time():
+                raise ValueError("expired")  # gossip may deliver an old copy late
+            peer = next((p for p in self.known if p.name == sender), None)
+            new = peer is None
+            if peer is None:
+                peer = KnownPeer(parse_peer_addr(announce.addrs[0]))
+                self.known.append(peer)
+            peer.node = announce.info
+            self.planner.upsert(self._offer(peer, announce.info, expires_at=announce.expires_at))
+            return int(new)
+        except Exception as e:  # anything a peer can publish must not break discovery
+            self.dropped_announcements[str(e)[:80]] += 1
+            log.debug("dropped announcement: %s", e)
+            return 0
 
     async def _open_cover(self, start: int, end: int) -> list[Hop]:
         """Open sessions on a cover of [start, end), trying other peers when one refuses or is unreachable."""

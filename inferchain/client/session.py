@@ -34,10 +34,14 @@ class InferenceSession:
         timeouts: Timeouts | None = None,
         host: HostThread | None = None,
         session_id: str | None = None,
+        bootstrap: Sequence[str] = (),
+        discover_s: float = 15.0,
     ) -> None:
+        """`peers`: nodes to use directly. `bootstrap`: peers to join the network through; nodes announced on
+        the model's offer topic are discovered (for up to `discover_s` seconds) and used too."""
         self.head = model if isinstance(model, ModelHead) else ModelHead(model)
         self._own_host = host is None
-        self.host = host or HostThread(load_or_create_identity(None))
+        self.host = host or HostThread(load_or_create_identity(None), with_pubsub=bool(bootstrap))
         info = self.head.info
         self.chain = Chain(
             self.host.host,
@@ -54,6 +58,11 @@ class InferenceSession:
         self.position = 0
         self.node_tokens: dict[str, int] = {}
         try:
+            if bootstrap:
+                if self.host.pubsub is None:
+                    raise ValueError("discovery needs a HostThread started with_pubsub=True")
+                entry = [parse_peer_addr(b) for b in bootstrap]
+                self.host.call(self.chain.discover, self.host.pubsub, entry, discover_s)
             self.host.call(self.chain.open)
         except BaseException:
             self.close()

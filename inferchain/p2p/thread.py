@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import ExitStack
+from contextlib import AsyncExitStack, ExitStack
 from typing import Any, TypeVar
 
 import trio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from libp2p.abc import IHost
 from libp2p.crypto.keys import KeyPair
+from libp2p.pubsub.pubsub import Pubsub
 
+from inferchain.p2p.gossip import running_pubsub
 from inferchain.p2p.host import listen_addr, make_host
 
 T = TypeVar("T")
@@ -20,16 +22,24 @@ T = TypeVar("T")
 class HostThread:
     """A started libp2p host living on a trio thread. Use `call` to run a coroutine function there."""
 
-    def __init__(self, key_pair: KeyPair, listen_host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, key_pair: KeyPair, listen_host: str = "127.0.0.1", port: int = 0, with_pubsub: bool = False
+    ) -> None:
         self._stack = ExitStack()
         self.portal: BlockingPortal = self._stack.enter_context(start_blocking_portal(backend="trio"))
         self.host: IHost = make_host(key_pair)
+        self.pubsub: Pubsub | None = None
         self._stop: trio.Event | None = None
-        self._task, _ = self.portal.start_task(self._run, listen_host, port)
+        self._task, _ = self.portal.start_task(self._run, listen_host, port, with_pubsub)
 
-    async def _run(self, listen_host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run(
+        self, listen_host: str, port: int, with_pubsub: bool, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
         self._stop = trio.Event()
-        async with self.host.run(listen_addrs=[listen_addr(listen_host, port)]):
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self.host.run(listen_addrs=[listen_addr(listen_host, port)]))
+            if with_pubsub:
+                self.pubsub = await stack.enter_async_context(running_pubsub(self.host))
             task_status.started()
             await self._stop.wait()
 

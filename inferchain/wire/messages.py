@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr, TypeAdapter, ValidationError
 
 from inferchain.wire.errors import ErrorCode, WireError
 from inferchain.wire.tensors import WireDType
@@ -31,6 +31,9 @@ class Open(_Message):
     end: StrictInt = Field(ge=1)
     max_length: StrictInt = Field(ge=1)
     dtype: WireDType = "f16"
+    # Paid sessions: the buyer's address (0x...) and the most it pays, token wei per 1k tokens per layer.
+    buyer: StrictStr | None = Field(default=None, max_length=42)
+    max_price_per_1k: StrictStr | None = Field(default=None, max_length=80)
 
 
 class Opened(_Message):
@@ -58,6 +61,20 @@ class Close(_Message):
 class Closed(_Message):
     t: Literal["closed"] = "closed"
     tokens: StrictInt
+    # Paid sessions: the receipt the node signed and stored (see wallet.buyer.receipt_to_wire) and its signature.
+    # The buyer answers `countersign`; the node checks and stores it, then answers `countersigned`.
+    receipt: dict[str, Any] | None = None
+    node_sig: StrictBytes | None = Field(default=None, max_length=65)
+
+
+class Countersign(_Message):
+    t: Literal["countersign"] = "countersign"
+    buyer_sig: StrictBytes = Field(min_length=65, max_length=65)
+
+
+class Countersigned(_Message):
+    t: Literal["countersigned"] = "countersigned"
+    key: StrictStr
 
 
 class InfoRequest(_Message):
@@ -77,6 +94,19 @@ class NodeInfo(_Message):
     free_cache_tokens: StrictInt
     max_tokens_per_forward: StrictInt
     ms_per_layer: float = 0.0  # measured compute per layer per decoded token (0: not measured yet)
+
+
+class Announce(_Message):
+    """A node's announcement on its model's offer topic: where it listens, what it serves, until when.
+    In a paid network `signed_offer` carries the wallet-signed offer that buyers verify against the chain."""
+
+    t: Literal["announce"] = "announce"
+    v: StrictInt = PROTOCOL_VERSION
+    peer_id: StrictStr = Field(max_length=100)
+    addrs: list[StrictStr] = Field(min_length=1, max_length=8)
+    info: NodeInfo
+    expires_at: float
+    signed_offer: dict[str, Any] | None = None
 
 
 class Ping(_Message):
@@ -99,7 +129,20 @@ class ErrorReply(_Message):
 
 
 Message = Annotated[
-    Open | Opened | Forward | Output | Close | Closed | InfoRequest | NodeInfo | Ping | Pong | ErrorReply,
+    Open
+    | Opened
+    | Forward
+    | Output
+    | Close
+    | Closed
+    | Countersign
+    | Countersigned
+    | InfoRequest
+    | NodeInfo
+    | Announce
+    | Ping
+    | Pong
+    | ErrorReply,
     Field(discriminator="t"),
 ]
 _ADAPTER: TypeAdapter[Message] = TypeAdapter(Message)
