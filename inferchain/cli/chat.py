@@ -11,7 +11,8 @@ from inferchain.cli.output import console, emit_json, fail
 
 
 def chat(
-    peer: list[str] = typer.Option(..., "--peer", "-p", help="A node's address (/ip4/.../tcp/.../p2p/...); repeat."),
+    peer: list[str] = typer.Option([], "--peer", "-p", help="A node's address (/ip4/.../tcp/.../p2p/...); repeat."),
+    bootstrap: list[str] = typer.Option([], help="Join the network through this peer and discover nodes; repeat."),
     prompt: str | None = typer.Option(None, help="One message to send; omit for an interactive chat."),
     model: Path | None = typer.Option(None, help="Prepared model folder (default: the bundled SmolLM2)."),
     max_tokens: int = typer.Option(128, min=1),
@@ -35,6 +36,8 @@ def chat(
     from inferchain.models.prepare import default_model_dir
     from inferchain.models.span import ModelHead
 
+    if not peer and not bootstrap:
+        fail("give at least one --peer or --bootstrap address")
     if wire_dtype not in ("f16", "f32"):
         fail("--wire-dtype must be f16 or f32")
     try:
@@ -55,7 +58,13 @@ def chat(
         messages.append({"role": "user", "content": text})
         ids = chat_prompt(tokenizer, messages)
         result: list[Completion] = []
-        with InferenceSession(head, peer, max_length=len(ids) + max_tokens, wire_dtype=wire_dtype) as session:  # type: ignore[arg-type]
+        with InferenceSession(
+            head,
+            peer,
+            max_length=len(ids) + max_tokens,
+            wire_dtype=wire_dtype,  # type: ignore[arg-type]
+            bootstrap=bootstrap,
+        ) as session:
             route = " -> ".join(f"{name[-6:]}[{a}:{b}]" for name, a, b in session.route)
             if not json_output:
                 console.print(f"[dim]route {route}[/]")
