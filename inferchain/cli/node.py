@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -41,9 +43,22 @@ def start(
     cache_mb: int = typer.Option(512, min=1, help="KV cache memory all sessions may reserve, MiB."),
     idle_timeout: float = typer.Option(300.0, min=0.1, help="Seconds before an idle session is dropped."),
     threads: int = typer.Option(0, min=0, help="Torch threads (0: torch's default)."),
+    bootstrap: list[str] = typer.Option([], help="A peer to join the network through (repeat); see docs."),
+    announce_every: float = typer.Option(5.0, min=0.2, help="Seconds between announcements on the offer topic."),
     json_output: bool = typer.Option(False, "--json", help="Print machine-readable lines instead of a status line."),
+    free: bool = typer.Option(False, "--free", help="Serve a private free swarm: no wallet, no receipts."),
+    wallet: str | None = typer.Option(None, "--wallet", help="Paid mode: the node's wallet (registered, staked)."),
+    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Wallet passphrase file."),
+    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file (default: the devnet's)."),
+    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL (default: the deployment's)."),
+    price: str = typer.Option("0.001", help="Price in INFER per 1000 tokens per layer served."),
+    receipt_ttl: int = typer.Option(7 * 86400, min=3600, help="Seconds a signed receipt stays settleable."),
+    offer_ttl: int = typer.Option(600, min=10, help="Seconds a signed offer is valid (re-signed at half)."),
 ) -> None:
-    """Load layers START:END of the model and serve them until interrupted."""
+    """Load layers START:END of the model and serve them until interrupted.
+
+    Paid mode (default) needs a registered and staked wallet; `--free` serves without payment.
+    """
     import torch
     import trio
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -51,6 +66,7 @@ def start(
     from inferchain.models.folder import ModelFolderError
     from inferchain.models.prepare import default_model_dir
     from inferchain.models.span import SpanError, SpanModel
+    from inferchain.node.offers import measure_throughput
     from inferchain.node.run import NodeAddress, serve, write_ready_file
     from inferchain.node.server import SpanServer
     from inferchain.node.sessions import SessionLimits
@@ -61,6 +77,7 @@ def start(
     folder = model or default_model_dir()
     home = data_dir or data_home() / "node"
     home.mkdir(parents=True, exist_ok=True)
+    paid = None if free else _paid_mode(wallet, passphrase_file, deployment, rpc_url, price, json_output)
     try:
         with Progress(
             TextColumn("loading layers {task.fields[span]}"),
@@ -79,9 +96,11 @@ def start(
             )
     except (ModelFolderError, SpanError) as e:
         fail(str(e))
+    billing, offers = (None, None) if paid is None else _billing(paid, span, home, receipt_ttl, offer_ttl)
     server = SpanServer(
         span,
-        SessionLimits(
+        billing=billing,
+        session_limits=SessionLimits(
             max_sessions=max_sessions,
             max_length=max_length,
             cache_budget_bytes=cache_mb * 1024 * 1024,
@@ -91,6 +110,8 @@ def start(
     ready_callbacks = [write_ready_file(ready_file)] if ready_file else []
 
     def on_ready(address: NodeAddress) -> None:
+        if offers is not None:
+            offers.sign(address.addrs, measure_throughput(span))
         for cb in ready_callbacks:
             cb(address)
         if json_output:
@@ -101,10 +122,21 @@ def start(
                     "addrs": address.addrs,
                     "model_id": span.info.model_id,
                     "layers": [start_layer, end_layer],
+                    "paid": paid is not None,
+                    "wallet": paid.account.address if paid is not None else None,
+                    "offer": offers.current() if offers is not None else None,
                 }
             )
         else:
             console.print(f"[green]serving[/] layers {start_layer}:{end_layer} of {span.info.manifest.name}")
+            if paid is not None and offers is not None and offers.signed is not None:
+                o = offers.signed.offer
+                console.print(
+                    f"  paid: wallet {paid.account.address}, {price} INFER per 1k tokens per layer, "
+                    f"~{o.throughput_milli / 1000:.0f} tok/s measured, offer signed until {o.expiry}"
+                )
+            else:
+                console.print("  free mode: no wallet, no receipts")
             for a in address.addrs:
                 console.print(f"  {a}")
         sys.stdout.flush()
@@ -112,6 +144,8 @@ def start(
     last = {"t": time.monotonic(), "tokens": 0}
 
     def on_tick(s: SpanServer) -> None:
+        if offers is not None:
+            offers.current()  # re-signs when half its lifetime has passed
         if json_output or not sys.stdout.isatty():
             return
         now = time.monotonic()
@@ -119,16 +153,99 @@ def start(
         last.update(t=now, tokens=s.stats.tokens)
         console.print(
             f"sessions {len(s.sessions)}/{s.sessions.limits.max_sessions}  tokens {s.stats.tokens}  "
-            f"{rate:.1f} tok/s  errors {s.stats.errors}",
+            f"{rate:.1f} tok/s  errors {s.stats.errors}{_earnings(s)}",
             end="\r",
         )
 
     try:
-        trio.run(lambda: serve(server, home / "identity.key", host, port, on_ready, on_tick))
+        trio.run(
+            lambda: serve(
+                server,
+                home / "identity.key",
+                host,
+                port,
+                on_ready,
+                on_tick,
+                bootstrap=bootstrap,
+                announce_every_s=announce_every,
+                signed_offer=offers.current if offers is not None else None,
+            )
+        )
     except KeyboardInterrupt:
         console.print("\nstopped")
     except OSError as e:
         fail(f"cannot listen on {host}:{port}: {e}")
+
+
+@dataclass
+class _Paid:
+    account: Any
+    chain: Any
+    price_per_1k: int
+
+
+def _paid_mode(
+    wallet: str | None,
+    passphrase_file: Path | None,
+    deployment: Path | None,
+    rpc_url: str | None,
+    price: str,
+    as_json: bool,
+) -> _Paid:
+    """Paid traffic needs a wallet that is registered and staked on this deployment; else one line and exit."""
+    from inferchain.cli.wallet import WALLET_ENV, guarded, keystore, open_chain, unlock
+    from inferchain.cli.wallet import fail as fail_line
+    from inferchain.wallet.operator import fmt_token, parse_amount
+
+    if wallet is None and not os.environ.get(WALLET_ENV) and not keystore().list():
+        fail_line(
+            "paid mode needs a registered, staked wallet (--wallet NAME); use --free for a private free swarm", as_json
+        )
+    price_wei = guarded(lambda: parse_amount(price), as_json)
+    account = unlock(wallet, passphrase_file, as_json)
+    chain = open_chain(deployment, rpc_url, as_json)
+    info = guarded(lambda: chain.node_info(account.address), as_json)
+    if not info["registered"]:
+        fail_line(
+            f"wallet {account.address} is not registered: run `inferchain node register` (or use --free)", as_json
+        )
+    if not guarded(lambda: chain.is_routable(account.address), as_json):
+        minimum = guarded(lambda: int(chain.contracts.staking.functions.minStake().call()), as_json)
+        fail_line(
+            f"wallet {account.address} is not staked enough to serve paid traffic ({fmt_token(info['stake'])} of "
+            f"{fmt_token(minimum)} INFER, or jailed): run `inferchain node stake` (or use --free)",
+            as_json,
+        )
+    return _Paid(account, chain, price_wei)
+
+
+def _billing(paid: _Paid, span: Any, home: Path, receipt_ttl: int, offer_ttl: int) -> tuple[Any, Any]:
+    from inferchain.node.offers import OFFER_FILE, OfferSigner
+    from inferchain.node.receipts import ReceiptSigner, ReceiptStore, SessionBilling
+    from inferchain.wallet.offers import model_id_bytes32
+
+    dep = paid.chain.deployment
+    store = ReceiptStore(home)
+    signer = ReceiptSigner(store, paid.account, dep.receipt_domain, paid.price_per_1k, receipt_ttl)
+    billing = SessionBilling(signer, model_id_bytes32(span.info.model_id))
+    offers = OfferSigner(
+        paid.account,
+        dep.verdict_domain,  # offers are signed in the staking contract's domain
+        span.info.model_id,
+        (span.start, span.end),
+        paid.price_per_1k,
+        ttl_s=offer_ttl,
+        path=home / OFFER_FILE,
+    )
+    return billing, offers
+
+
+def _earnings(server: Any) -> str:
+    if server.billing is None:
+        return ""
+    from inferchain.wallet.operator import fmt_token
+
+    return f"  receipts {server.stats.receipts}  earned {fmt_token(server.billing.signer.earned_wei)} INFER"
 
 
 # -- the operator's life cycle: on-chain transactions through the wallet --------------------------------------
@@ -260,4 +377,131 @@ def status(
 
 
 def _receipt_summary(folder: Path) -> dict:
-    return {}
+    from inferchain.node.receipts import DB_FILE, ReceiptStore
+    from inferchain.wallet.operator import fmt_token
+
+    if not (folder / DB_FILE).exists():
+        return {}
+    store = ReceiptStore(folder)
+    try:
+        summary = store.summary()
+    finally:
+        store.close()
+    unsettled = sum(int(v) for k, v in summary["value"].items() if k in ("signed", "countersigned"))
+    return {**summary, "unsettled_value_infer": fmt_token(unsettled)}
+
+
+@app.command()
+def receipts(
+    data_dir: Path | None = typer.Option(None, help="Node data folder (default: $INFERCHAIN_HOME/node)."),
+    state: list[str] = typer.Option([], help="Only these states (repeat): signed, countersigned, settled, failed."),
+    limit: int = typer.Option(0, min=0, help="At most this many (0: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """List the receipts this node signed, with their settlement state (read from its local store)."""
+    from rich.table import Table
+
+    from inferchain.cli.wallet import emit
+    from inferchain.cli.wallet import fail as fail_line
+    from inferchain.node.receipts import DB_FILE, STATES, ReceiptStore
+    from inferchain.wallet.operator import fmt_token
+
+    folder = data_dir or data_home() / "node"
+    bad = [s for s in state if s not in STATES]
+    if bad:
+        fail_line(f"unknown state {bad[0]!r}; choose from {', '.join(STATES)}", as_json)
+    if not (folder / DB_FILE).exists():
+        fail_line(f"no receipt store in {folder} (a paid node writes {DB_FILE} there)", as_json)
+    store = ReceiptStore(folder)
+    try:
+        rows = store.list(state or None, limit or None)
+        summary = store.summary()
+    finally:
+        store.close()
+    if as_json:
+        emit({"receipts": [r.to_json() for r in rows], "summary": summary})
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("key", "state", "buyer", "layers", "tokens", "amount INFER", "settled in"):
+        table.add_column(col)
+    colours = {"signed": "yellow", "countersigned": "cyan", "settled": "green", "failed": "red"}
+    for r in rows:
+        rc = r.receipt
+        where = r.settled_tx[:12] + "…" if r.settled_tx else (r.error or "")
+        table.add_row(
+            r.key[:12] + "…",
+            f"[{colours[r.state]}]{r.state}[/]",
+            rc.buyer[:10] + "…",
+            f"{rc.span_start}:{rc.span_end}",
+            str(rc.tokens_in + rc.tokens_out),
+            fmt_token(rc.amount_owed),
+            where,
+        )
+    console.print(table)
+    console.print("  ".join(f"{k} {v}" for k, v in sorted(summary["by_state"].items())) or "no receipts")
+
+
+SETTLE_CRASH_ENV = "INFERCHAIN_TEST_CRASH_AFTER_SETTLE_TX"  # tests: die after a batch is mined, before recording
+
+
+@app.command()
+def settle(
+    wallet: str | None = typer.Option(None, "--wallet", help=WALLET_HELP),
+    data_dir: Path | None = typer.Option(None, help="Node data folder (default: $INFERCHAIN_HOME/node)."),
+    batch_size: int = typer.Option(50, min=1, max=200, help="Receipts per settleBatch transaction."),
+    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Passphrase file."),
+    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file."),
+    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Submit countersigned, unsettled receipts to the escrow in batches (safe to re-run after a crash)."""
+    from inferchain.cli.wallet import emit, guarded, open_chain, unlock
+    from inferchain.cli.wallet import fail as fail_line
+    from inferchain.node.receipts import DB_FILE, ReceiptStore
+    from inferchain.wallet.operator import explain, fmt_token
+    from inferchain.wallet.settlement import settle_receipts
+
+    folder = data_dir or data_home() / "node"
+    if not (folder / DB_FILE).exists():
+        fail_line(f"no receipt store in {folder} (a paid node writes {DB_FILE} there)", as_json)
+    account = unlock(wallet, passphrase_file, as_json)
+    chain = open_chain(deployment, rpc_url, as_json)
+    store = ReceiptStore(folder)
+    domain = chain.deployment.receipt_domain
+    here = (domain.chain_id, domain.verifying_contract.lower())
+    todo = [
+        r for r in store.list(["countersigned"]) if (r.domain.chain_id, r.domain.verifying_contract.lower()) == here
+    ]
+    if not as_json:
+        total = sum(r.receipt.amount_owed for r in todo)
+        console.print(f"[bold]→[/] settle {len(todo)} receipts worth {fmt_token(total)} INFER, {batch_size} per tx")
+
+    def on_batch(keys: list[str], tx: str, block: int) -> None:
+        if os.environ.get(SETTLE_CRASH_ENV):
+            os._exit(3)  # simulated crash: the transaction is mined, the store does not know yet
+        store.mark_settled(keys, tx, block)
+        if not as_json:
+            console.print(f"  [green]✓[/] settleBatch({len(keys)})  block {block}  [dim]{tx}[/]")
+
+    report = guarded(
+        lambda: settle_receipts(
+            chain,
+            account,
+            [r.signed for r in todo],
+            batch_size=batch_size,
+            on_already=lambda keys: store.mark_settled(keys, None, None),
+            on_refused=lambda key, why, permanent: store.mark_failed(key, why, permanent),
+            on_batch=on_batch,
+            explain=explain,
+        ),
+        as_json,
+    )
+    store.close()
+    if as_json:
+        emit(report.to_json())
+        return
+    if report.already:
+        console.print(f"  {len(report.already)} were already settled on-chain (recorded now)")
+    for key, (why, permanent) in report.refused.items():
+        console.print(f"  [{'red' if permanent else 'yellow'}]✗[/] {key[:12]}…  {why}")
+    console.print(f"settled {len(report.settled)}, already {len(report.already)}, refused {len(report.refused)}")

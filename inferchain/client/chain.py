@@ -13,7 +13,7 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import trio
@@ -29,6 +29,10 @@ from inferchain.p2p.host import parse_peer_addr
 from inferchain.wire import messages as m
 from inferchain.wire.errors import ErrorCode
 from inferchain.wire.tensors import WireDType
+
+if TYPE_CHECKING:
+    from inferchain.wallet.buyer import Buyer
+    from inferchain.wallet.receipts import SignedReceipt
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +87,12 @@ class Chain:
         timeouts: Timeouts | None = None,
         max_failovers: int = 4,
         session_id: str | None = None,
+        buyer: Buyer | None = None,
     ) -> None:
+        """`buyer`: open paid sessions for this buyer and countersign each node's receipt at close."""
         self.host = host
+        self.buyer = buyer
+        self.receipts: list[SignedReceipt] = []
         self.known = [KnownPeer(p) for p in peers]
         self.model_id, self.num_layers, self.hidden_size = model_id, num_layers, hidden_size
         self.max_length, self.dtype = max_length, dtype
@@ -189,6 +197,7 @@ class Chain:
             try:
                 for name, a, b in route.hops:
                     remote = RemoteSpan(self.host, by_name[name].info, a, b, self.dtype, self.timeouts)
+                    remote.buyer = self.buyer
                     await remote.open(self.session_id, self.model_id, self.hidden_size, self.max_length)
                     hops.append(Hop(remote))
                 return hops
@@ -272,4 +281,6 @@ class Chain:
         counts: dict[str, int] = {}
         for hop in self.hops:
             counts[hop.remote.name] = await hop.remote.close()
+            if hop.remote.receipt is not None:
+                self.receipts.append(hop.remote.receipt)
         return counts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import trio
@@ -14,6 +15,10 @@ from inferchain.p2p.streams import FramedStream, StreamClosed
 from inferchain.wire import messages as m
 from inferchain.wire.errors import ErrorCode, WireError
 from inferchain.wire.tensors import WireDType, decode_tensor, encode_tensor
+
+if TYPE_CHECKING:
+    from inferchain.wallet.buyer import Buyer
+    from inferchain.wallet.receipts import SignedReceipt
 
 
 class RemoteError(Exception):
@@ -92,6 +97,12 @@ class RemoteSpan:
         self.hidden_size = 0
         self.position = 0
         self._framed: FramedStream | None = None
+        self.session_id = ""
+        # Paid sessions: who countersigns, what was sent, and the receipt both signed (or why there is none).
+        self.buyer: Buyer | None = None
+        self.tokens_sent = 0
+        self.receipt: SignedReceipt | None = None
+        self.receipt_error: str | None = None
 
     @property
     def name(self) -> str:
@@ -114,6 +125,7 @@ class RemoteSpan:
 
     async def open(self, session_id: str, model_id: str, hidden_size: int, max_length: int) -> None:
         self.hidden_size = hidden_size
+        self.session_id = session_id
         try:
             await ensure_connected(self.host, self.peer, self.timeouts.connect_s)
             with trio.fail_after(self.timeouts.step_s):
@@ -126,6 +138,8 @@ class RemoteSpan:
                     end=self.end,
                     max_length=max_length,
                     dtype=self.dtype,
+                    buyer=self.buyer.address if self.buyer else None,
+                    max_price_per_1k=str(self.buyer.max_price_per_1k) if self.buyer else None,
                 )
                 await _exchange(self._framed, request)
         except Exception as e:
@@ -149,6 +163,7 @@ class RemoteSpan:
             await self.abort()
             raise self._error(e) from None
         self.position = position + n
+        self.tokens_sent += n
         return out
 
     async def close(self) -> int:
@@ -160,12 +175,34 @@ class RemoteSpan:
             with trio.move_on_after(self.timeouts.step_s):
                 reply = await _exchange(framed, m.Close())
                 if isinstance(reply, m.Closed):
+                    if reply.receipt is not None and self.buyer is not None:
+                        await self._countersign(framed, reply)
                     return reply.tokens
         except Exception:  # the node may already be gone; nothing to release on our side
             pass
         finally:
             await framed.close()
         return 0
+
+    async def _countersign(self, framed: FramedStream, closed: m.Closed) -> None:
+        """Check the node's receipt against what this session sent; countersign it and wait for the node's ack."""
+        from inferchain.wallet.receipts import InvalidReceipt
+
+        assert self.buyer is not None and closed.receipt is not None
+        try:
+            signed = self.buyer.countersign(
+                closed.receipt,
+                closed.node_sig or b"",
+                session_id=self.session_id,
+                span=(self.start, self.end),
+                tokens=self.tokens_sent,
+            )
+        except (InvalidReceipt, ValueError) as e:
+            self.receipt_error = str(e)
+            return
+        reply = await _exchange(framed, m.Countersign(buyer_sig=signed.buyer_signature))
+        if isinstance(reply, m.Countersigned):
+            self.receipt = signed
 
     async def abort(self) -> None:
         if self._framed is not None:

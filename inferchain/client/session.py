@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -16,6 +17,10 @@ from inferchain.models.span import ModelHead
 from inferchain.p2p.host import load_or_create_identity, parse_peer_addr
 from inferchain.p2p.thread import HostThread
 from inferchain.wire.tensors import WireDType
+
+if TYPE_CHECKING:
+    from inferchain.wallet.buyer import Buyer
+    from inferchain.wallet.receipts import SignedReceipt
 
 
 class InferenceSession:
@@ -36,9 +41,11 @@ class InferenceSession:
         session_id: str | None = None,
         bootstrap: Sequence[str] = (),
         discover_s: float = 15.0,
+        buyer: Buyer | None = None,
     ) -> None:
         """`peers`: nodes to use directly. `bootstrap`: peers to join the network through; nodes announced on
-        the model's offer topic are discovered (for up to `discover_s` seconds) and used too."""
+        the model's offer topic are discovered (for up to `discover_s` seconds) and used too. `buyer`: open paid
+        sessions and countersign each node's receipt at close; they are in `receipts` afterwards."""
         self.head = model if isinstance(model, ModelHead) else ModelHead(model)
         self._own_host = host is None
         self.host = host or HostThread(load_or_create_identity(None), with_pubsub=bool(bootstrap))
@@ -53,6 +60,7 @@ class InferenceSession:
             dtype=wire_dtype,
             timeouts=timeouts,
             session_id=session_id,
+            buyer=buyer,
         )
         self.max_length = max_length
         self.position = 0
@@ -83,6 +91,11 @@ class InferenceSession:
         out = self.host.call(self.chain.forward, hidden, self.position)
         self.position += len(token_ids)
         return self.head.logits(torch.from_numpy(out.astype("float32")))  # a writable copy
+
+    @property
+    def receipts(self) -> list[SignedReceipt]:
+        """Receipts the nodes signed and this session countersigned (after `close`)."""
+        return self.chain.receipts
 
     def close(self) -> None:
         try:

@@ -93,6 +93,8 @@ def start_node(
     ]
     if model is not None:
         cmd += ["--model", str(model)]
+    if "--wallet" not in extra_args:
+        cmd.append("--free")  # a private test swarm: paid mode needs a registered, staked wallet
     cmd += list(extra_args)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})

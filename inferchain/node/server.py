@@ -12,17 +12,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import trio
 from libp2p.abc import INetStream
 
 from inferchain.models.span import SpanModel
+from inferchain.node.receipts import PaidSession, SessionBilling
 from inferchain.node.sessions import Session, SessionLimits, SessionTable
 from inferchain.p2p.streams import FramedStream, StreamClosed
+from inferchain.wallet.buyer import receipt_to_wire
+from inferchain.wallet.receipts import InvalidReceipt
 from inferchain.wire import messages as m
 from inferchain.wire.errors import ErrorCode, WireError
 from inferchain.wire.framing import DEFAULT_MAX_FRAME
 from inferchain.wire.tensors import decode_tensor, encode_tensor
 
 log = logging.getLogger(__name__)
+COUNTERSIGN_TIMEOUT_S = 30.0  # how long a closed paid session waits for the buyer's countersignature
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class NodeStats:
     tokens: int = 0
     sessions_opened: int = 0
     errors: int = 0
+    receipts: int = 0  # paid sessions closed with a stored receipt
     ms_per_layer: float = 0.0  # moving average over single-token (decode) steps
 
     def record_decode_step(self, seconds: float, layers: int) -> None:
@@ -50,8 +56,11 @@ class SpanServer:
         span: SpanModel,
         session_limits: SessionLimits | None = None,
         limits: ServerLimits | None = None,
+        billing: SessionBilling | None = None,
     ) -> None:
+        """`billing`: serve paid sessions only, signing and storing a receipt at each close (None: free node)."""
         self.span = span
+        self.billing = billing
         self.limits = limits or ServerLimits()
         self.sessions = SessionTable(session_limits or SessionLimits(), span.cache_bytes_per_token(1))
         self.stats = NodeStats(started=time.monotonic())
@@ -74,6 +83,7 @@ class SpanServer:
         peer = str(stream.muxed_conn.peer_id) if hasattr(stream, "muxed_conn") else "?"
         handle: int | None = None
         session: Session | None = None
+        paid: PaidSession | None = None
         try:
             while True:
                 try:
@@ -89,6 +99,10 @@ class SpanServer:
                     if isinstance(message, m.Open):
                         if session is not None:
                             raise WireError(ErrorCode.BAD_MESSAGE, "this stream already has an open session")
+                        if self.billing is not None:
+                            paid = self.billing.begin(
+                                message.session_id, message.buyer, message.max_price_per_1k, message.start, message.end
+                            )
                         handle, session = self._open(message, peer)
                         reply: bytes = m.encode(
                             m.Opened(
@@ -99,8 +113,13 @@ class SpanServer:
                         )
                     elif isinstance(message, m.Forward):
                         reply = self._forward(session, message)
+                        if paid is not None and session is not None:
+                            paid.observe(session.tokens, reply)
                     elif isinstance(message, m.Close):
                         tokens = session.tokens if session is not None else 0
+                        if paid is not None and self.billing is not None and tokens > 0:
+                            await self._close_paid(framed, paid, tokens)
+                            return
                         await framed.send(m.encode(m.Closed(tokens=tokens)))
                         return
                     elif isinstance(message, m.InfoRequest):
@@ -125,7 +144,31 @@ class SpanServer:
         finally:
             if handle is not None:
                 self.sessions.release(handle)
+            if paid is not None and self.billing is not None:
+                self.billing.end(paid)
             await framed.close()
+
+    async def _close_paid(self, framed: FramedStream, paid: PaidSession, tokens: int) -> None:
+        """Sign and durably store the receipt, send it, then take the buyer's countersignature (bounded wait)."""
+        assert self.billing is not None
+        stored = self.billing.close(paid, tokens)  # committed to disk before anything is acknowledged
+        self.stats.receipts += 1
+        await framed.send(
+            m.encode(m.Closed(tokens=tokens, receipt=receipt_to_wire(stored.receipt), node_sig=stored.node_signature))
+        )
+        with trio.move_on_after(COUNTERSIGN_TIMEOUT_S):
+            try:
+                answer = m.decode(await framed.recv())
+                if not isinstance(answer, m.Countersign):
+                    raise WireError(ErrorCode.BAD_MESSAGE, f"expected countersign, got {answer.t}")
+                self.billing.signer.countersigned(stored.key, answer.buyer_sig)
+            except InvalidReceipt as e:
+                await framed.send(m.error_reply(WireError(ErrorCode.UNAUTHORIZED, str(e))))
+                return
+            except WireError as e:
+                await framed.send(m.error_reply(e))
+                return
+            await framed.send(m.encode(m.Countersigned(key=stored.key)))
 
     def _open(self, message: m.Open, peer: str) -> tuple[int, Session]:
         model_id = self.span.info.model_id
