@@ -1,9 +1,9 @@
 """Exact search for the best route under a price cap and a latency cap (bi-objective A* on a hop table).
 
 Labels are partial routes (latency, price) ending at a layer boundary. They are popped in lexicographic
-order of (primary + lower bound, secondary + lower bound), where the lower bounds are the exact
-single-objective best costs from that boundary to the end. Both bounds are consistent, so keys never
-decrease along a route and the first label popped at the end boundary is the lexicographic optimum.
+order of lower bounds on the final (primary, secondary) cost of any route extending them. At the end
+boundary the bounds are the exact costs, and every prefix of a better route has smaller bounds, so the
+first label popped at the end boundary is the lexicographic optimum.
 Labels that cannot meet a cap even with the best completion, or that another label at the same boundary
 dominates, are dropped; neither can lead to a better feasible route, so the search stays exact.
 
@@ -49,8 +49,9 @@ def search(
     cap, other_cap = (max_price, max_lat_us) if by_latency else (max_lat_us, max_price)
     lam, dual, incumbent = 0.0, [0.0] * (table.num_layers + 1), math.inf
     if math.isfinite(cap):
-        best_primary = (fastest.primary[start], fastest.secondary[start])
-        best_resource = (cheapest.secondary[start], cheapest.primary[start])  # as (lat, price)
+        fast = (fastest.primary[start], fastest.secondary[start])  # (lat, price)
+        cheap = (cheapest.secondary[start], cheapest.primary[start])  # (lat, price)
+        best_primary, best_resource = (fast, cheap) if by_latency else (cheap, fast)
         lam, dual, incumbent = _lagrangian(table, start, end, by_latency, cap, best_primary, best_resource)
         if incumbent > other_cap:  # the hull route breaks the other cap: no incumbent yet
             incumbent = math.inf
@@ -68,9 +69,12 @@ def search(
     front_id: dict[int, list[int]] = {start: [0]}
 
     def key(label: int) -> tuple[float, float, int]:
-        b = at[label]
-        f_lat, f_price = lat_of[label] + lb_lat[b], price_of[label] + lb_price[b]
-        return (f_lat, f_price, label) if by_latency else (f_price, f_lat, label)
+        # Lower bounds on the final (primary, secondary); the Lagrangian bound tightens the primary one.
+        b, lat, price = at[label], lat_of[label], price_of[label]
+        f_lat, f_price = lat + lb_lat[b], price + lb_price[b]
+        if by_latency:
+            return (max(f_lat, lat + dual[b] - lam * (max_price - price)), f_price, label)
+        return (max(f_price, price + dual[b] - lam * (max_lat_us - lat)), f_lat, label)
 
     heap = [key(0)]
     while heap:
@@ -141,9 +145,7 @@ def _admit(
     return True
 
 
-def _unwind(
-    table: HopTable, label: int, parent: list[int], via: list[tuple[int, int, int]]
-) -> list[SearchHop]:
+def _unwind(table: HopTable, label: int, parent: list[int], via: list[tuple[int, int, int]]) -> list[SearchHop]:
     hops: list[SearchHop] = []
     while parent[label] >= 0:
         b, j, h = via[label]
