@@ -162,12 +162,12 @@ def _lagrangian(
     end: int,
     by_latency: bool,
     cap: float,
-    best_primary: tuple[int, int],
-    best_resource: tuple[int, int],
+    best_primary: tuple[float, float],
+    best_resource: tuple[float, float],
 ) -> tuple[float, list[float], float]:
     """(lam, D per boundary, primary cost of the best resource-feasible hull route) for the bound."""
 
-    def split(point: tuple[int, int]) -> tuple[int, int]:  # (lat, price) -> (primary, resource)
+    def split(point: tuple[float, float]) -> tuple[float, float]:  # (lat, price) -> (primary, resource)
         return point if by_latency else (point[1], point[0])
 
     low = split(best_primary)  # best primary, breaks the cap
