@@ -111,12 +111,8 @@ def test_latency_cap_error_names_fastest_route():
 
 def test_caps_that_cannot_be_met_together():
     # fast+dear or slow+cheap: each cap alone is fine, both together are not.
-    p = planner(
-        10, offer("fast", 0, 10, price=100, ms=1, rtt=1), offer("cheap", 0, 10, price=1, ms=10, rtt=1)
-    )
-    with pytest.raises(
-        CapsConflictError, match="fastest route within max_price 50 takes 101 ms > max_latency 50"
-    ):
+    p = planner(10, offer("fast", 0, 10, price=100, ms=1, rtt=1), offer("cheap", 0, 10, price=1, ms=10, rtt=1))
+    with pytest.raises(CapsConflictError, match="fastest route within max_price 50 takes 101 ms > max_latency 50"):
         p.plan(M, max_price_per_1k=50, max_latency_ms=50, objective="latency")
     with pytest.raises(
         CapsConflictError, match="cheapest route within max_latency 50 ms costs 604 > max_price 50"
@@ -250,17 +246,13 @@ def test_equal_nodes_are_spread_and_weighted_by_free_slots():
     assert set(counts) == {"a", "b", "c"}
     assert counts["a"] > 2 * counts["c"] and counts["b"] > 2 * counts["c"]
     # seedable: the same seed gives the same sequence of choices
-    again = planner(
-        10, offer("a", 0, 10, free=8), offer("b", 0, 10, free=8), offer("c", 0, 10, free=2), seed=1
-    )
+    again = planner(10, offer("a", 0, 10, free=8), offer("b", 0, 10, free=8), offer("c", 0, 10, free=2), seed=1)
     first = [again.plan(M).hops[0].node_id for _ in range(50)]
     assert first == _sequence(seed=1, n=50)
 
 
 def _sequence(seed: int, n: int) -> list[str]:
-    p = planner(
-        10, offer("a", 0, 10, free=8), offer("b", 0, 10, free=8), offer("c", 0, 10, free=2), seed=seed
-    )
+    p = planner(10, offer("a", 0, 10, free=8), offer("b", 0, 10, free=8), offer("c", 0, 10, free=2), seed=seed)
     return [p.plan(M).hops[0].node_id for _ in range(n)]
 
 
@@ -275,9 +267,7 @@ def test_structurally_different_equal_routes_are_spread():
 
 
 def test_failed_node_is_penalised_until_the_penalty_expires():
-    p = planner(
-        10, offer("a", 0, 10, ms=1.0), offer("b", 0, 10, ms=1.5), failure_penalty_ms=100, failure_ttl_s=60
-    )
+    p = planner(10, offer("a", 0, 10, ms=1.0), offer("b", 0, 10, ms=1.5), failure_penalty_ms=100, failure_ttl_s=60)
     assert p.plan(M, now=0).hops[0].node_id == "a"
     p.report_failure("a", now=10.0)
     assert p.penalty_ms("a", now=10.0) == 100

@@ -161,9 +161,7 @@ class RoutePlanner:
         if num_layers <= 0:
             raise ValueError(f"model {model_id!r}: num_layers must be positive, got {num_layers}")
         if self._num_layers.get(model_id, num_layers) != num_layers:
-            raise ValueError(
-                f"model {model_id!r} is already registered with {self._num_layers[model_id]} layers"
-            )
+            raise ValueError(f"model {model_id!r} is already registered with {self._num_layers[model_id]} layers")
         self._num_layers[model_id] = num_layers
         self._offers.setdefault(model_id, {})
 
@@ -179,9 +177,7 @@ class RoutePlanner:
         book = self._offers[offer.model_id]
         old = book.get(offer.node_id)
         book[offer.node_id] = offer
-        self._min_expiry[offer.model_id] = min(
-            self._min_expiry.get(offer.model_id, math.inf), offer.expires_at
-        )
+        self._min_expiry[offer.model_id] = min(self._min_expiry.get(offer.model_id, math.inf), offer.expires_at)
         if old is None or _cost_key(old) != _cost_key(offer):
             self._tables.pop(offer.model_id, None)
 
@@ -229,9 +225,7 @@ class RoutePlanner:
         self._drop_expired_penalties(now)
         count = self._failures.get(node_id, 0) + 1
         self._failures[node_id] = count
-        self._penalties[node_id] = _Penalty(
-            round(self.failure_penalty_ms * 1000) * count, now + self.failure_ttl_s
-        )
+        self._penalties[node_id] = _Penalty(round(self.failure_penalty_ms * 1000) * count, now + self.failure_ttl_s)
         self._invalidate_node(node_id)
 
     def penalty_ms(self, node_id: str, now: float | None = None) -> float:
@@ -324,9 +318,7 @@ class RoutePlanner:
         else:
             found = search(table, start, end, price_cap, lat_cap, objective)
             if found is None:
-                raise self._conflict(
-                    table, start, end, price_cap, lat_cap, objective, max_price_per_1k, max_latency_ms
-                )
+                raise self._conflict(table, start, end, price_cap, lat_cap, objective, max_price_per_1k, max_latency_ms)
             path = found
         return self._route(model_id, table, path)
 
@@ -359,18 +351,14 @@ class RoutePlanner:
 
     def _build(self, model_id: str, excluded: set[str]) -> HopTable:
         rows = [
-            o
-            for o in self._offers[model_id].values()
-            if o.routable and o.free_slots > 0 and o.node_id not in excluded
+            o for o in self._offers[model_id].values() if o.routable and o.free_slots > 0 and o.node_id not in excluded
         ]
         penalty = {n: p.us for n, p in self._penalties.items()}
         arrays = OfferArrays(
             node_ids=tuple(o.node_id for o in rows),
             start=np.array([o.start for o in rows], dtype=np.int64),
             end=np.array([o.end for o in rows], dtype=np.int64),
-            rtt_us=np.array(
-                [round(o.rtt_ms * 1000) + penalty.get(o.node_id, 0) for o in rows], dtype=np.int64
-            ),
+            rtt_us=np.array([round(o.rtt_ms * 1000) + penalty.get(o.node_id, 0) for o in rows], dtype=np.int64),
             layer_us=np.array([round(o.ms_per_layer * 1000) for o in rows], dtype=np.int64),
             price=np.array([o.price_per_1k for o in rows], dtype=np.int64),
         )
@@ -428,24 +416,16 @@ class RoutePlanner:
             )
         return f"model {model_id!r}: " + "; ".join(parts)
 
-    def _conflict(
-        self, table, start, end, price_cap, lat_cap, objective, max_price, max_latency
-    ) -> NoRouteError:
+    def _conflict(self, table, start, end, price_cap, lat_cap, objective, max_price, max_latency) -> NoRouteError:
         # Say how far the best route under the objective's own cap misses the other cap.
         if objective == "latency":
             alt = search(table, start, end, price_cap, math.inf, "latency")
             got = sum(h.lat_us for h in alt or []) / 1000
-            msg = (
-                f"fastest route within max_price {max_price} takes {got:g} ms"
-                f" > max_latency {max_latency:g} ms"
-            )
+            msg = f"fastest route within max_price {max_price} takes {got:g} ms > max_latency {max_latency:g} ms"
         else:
             alt = search(table, start, end, math.inf, lat_cap, "price")
             got_price = sum(h.price for h in alt or [])
-            msg = (
-                f"cheapest route within max_latency {max_latency:g} ms costs {got_price}"
-                f" > max_price {max_price}"
-            )
+            msg = f"cheapest route within max_latency {max_latency:g} ms costs {got_price} > max_price {max_price}"
         return CapsConflictError(msg)
 
 
