@@ -115,6 +115,12 @@ class SpanModel:
     def num_layers(self) -> int:
         return self.end - self.start
 
+    def layer_types(self, start: int, end: int) -> list[str]:
+        return self._types[start - self.start : end - self.start]
+
+    def layers_between(self, start: int, end: int) -> list[nn.Module]:
+        return list(self.layers[start - self.start : end - self.start])
+
     def new_cache(self) -> DynamicCache:
         return DynamicCache(config=self.info.config)
 

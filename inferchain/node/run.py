@@ -62,6 +62,7 @@ async def serve(
         if on_ready is not None:
             on_ready(NodeAddress(peer_id, addrs))
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.scheduler.run)
             nursery.start_soon(_drain, subscription)
             nursery.start_soon(_announce, pubsub, topic, server, peer_id, addrs, announce_every_s, signed_offer)
             while True:

@@ -1,7 +1,8 @@
 """The span server: answers the span protocol on libp2p streams, one inference session per stream.
 
-Compute runs inline on the trio loop: a node computes one step at a time anyway, and skipping a thread hand-off
-per step keeps the hop cheap. Validation happens before compute, so bad input never reaches a KV cache.
+With one open session a step is computed inline on the trio loop (nothing could be batched with it, and skipping
+the thread hand-off keeps the hop cheap); with several, steps go through the StepScheduler, which batches decode
+steps and chunks prefills. Validation happens before compute, so bad input never reaches a KV cache.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from libp2p.abc import INetStream
 
 from inferchain.models.span import SpanModel
 from inferchain.node.receipts import PaidSession, SessionBilling
+from inferchain.node.scheduler import StepRequest, StepScheduler
 from inferchain.node.sessions import Session, SessionLimits, SessionTable
 from inferchain.p2p.streams import FramedStream, StreamClosed
 from inferchain.wallet.buyer import receipt_to_wire
@@ -43,11 +45,6 @@ class NodeStats:
     sessions_opened: int = 0
     errors: int = 0
     receipts: int = 0  # paid sessions closed with a stored receipt
-    ms_per_layer: float = 0.0  # moving average over single-token (decode) steps
-
-    def record_decode_step(self, seconds: float, layers: int) -> None:
-        sample = seconds * 1000 / layers
-        self.ms_per_layer = sample if self.ms_per_layer == 0 else 0.9 * self.ms_per_layer + 0.1 * sample
 
 
 class SpanServer:
@@ -64,6 +61,7 @@ class SpanServer:
         self.limits = limits or ServerLimits()
         self.sessions = SessionTable(session_limits or SessionLimits(), span.cache_bytes_per_token(1))
         self.stats = NodeStats(started=time.monotonic())
+        self.scheduler = StepScheduler(span, max_batch=max(1, self.sessions.limits.max_sessions))
 
     def info(self) -> m.NodeInfo:
         return m.NodeInfo(
@@ -75,7 +73,8 @@ class SpanServer:
             max_sessions=self.sessions.limits.max_sessions,
             free_cache_tokens=self.sessions.free_cache_tokens(),
             max_tokens_per_forward=self.limits.max_tokens_per_forward,
-            ms_per_layer=round(self.stats.ms_per_layer, 4),
+            ms_per_layer=round(self.scheduler.stats.ms_per_layer, 4),
+            largest_batch=self.scheduler.stats.largest_batch,
         )
 
     async def handle_stream(self, stream: INetStream) -> None:
@@ -112,7 +111,7 @@ class SpanServer:
                             )
                         )
                     elif isinstance(message, m.Forward):
-                        reply = self._forward(session, message)
+                        reply = await self._forward(session, message)
                         if paid is not None and session is not None:
                             paid.observe(session.tokens, reply)
                     elif isinstance(message, m.Close):
@@ -190,7 +189,7 @@ class SpanServer:
         self.stats.sessions_opened += 1
         return opened
 
-    def _forward(self, session: Session | None, message: m.Forward) -> bytes:
+    async def _forward(self, session: Session | None, message: m.Forward) -> bytes:
         if session is None:
             raise WireError(ErrorCode.NO_SESSION, "send `open` before `fwd`")
         session.check_usable()
@@ -206,10 +205,15 @@ class SpanServer:
                 ErrorCode.TOO_LONG, f"{session.position + n} tokens exceed the session's {session.max_length}"
             )
         hidden = torch.from_numpy(array.astype(np.float32))  # a writable copy
-        started = time.perf_counter()
-        out = self.span.forward(hidden, session.position, session.cache, session.start, session.end)
-        if n == 1:
-            self.stats.record_decode_step(time.perf_counter() - started, session.end - session.start)
+        session.last_active = time.monotonic()
+        if len(self.sessions) <= 1:
+            started = time.perf_counter()
+            out = self.span.forward(hidden, session.position, session.cache, session.start, session.end)
+            if n == 1:
+                self.scheduler.record(time.perf_counter() - started, session.end - session.start, 1)
+        else:
+            request = StepRequest(hidden, session.position, session.cache, session.start, session.end)
+            out = await self.scheduler.submit(request)
         session.position += n
         session.tokens += n
         session.last_active = time.monotonic()

@@ -94,6 +94,7 @@ class NodeInfo(_Message):
     free_cache_tokens: StrictInt
     max_tokens_per_forward: StrictInt
     ms_per_layer: float = 0.0  # measured compute per layer per decoded token (0: not measured yet)
+    largest_batch: StrictInt = 0  # most decode steps this node has run as one batch
 
 
 class Announce(_Message):

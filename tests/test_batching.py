@@ -1,0 +1,90 @@
+"""Batching: decode steps of concurrent sessions run as one forward pass and equal the unbatched results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import trio
+
+from inferchain.client.remote import RemoteSpan, Timeouts, request_once
+from inferchain.models.batched import decode_batch, supports_batching
+from inferchain.models.span import ModelHead, SpanModel
+from inferchain.node.launch import local_swarm
+from inferchain.p2p.host import load_or_create_identity, parse_peer_addr
+from inferchain.p2p.thread import HostThread
+from inferchain.wire import messages as m
+
+H = 576
+
+
+def test_batched_decode_equals_one_session_at_a_time(smollm2):
+    span = SpanModel(smollm2, 0, 10)
+    gen = torch.Generator().manual_seed(0)
+    lengths = [3, 9, 17, 5]  # ragged: each session at its own position
+    solo = [span.new_cache() for _ in lengths]
+    batched = [span.new_cache() for _ in lengths]
+    for n, a, b in zip(lengths, solo, batched, strict=True):
+        prompt = torch.randn(1, n, H, generator=gen)
+        span.forward(prompt, 0, a)
+        span.forward(prompt, 0, b)
+    positions = list(lengths)
+    for _ in range(5):
+        steps = [torch.randn(1, 1, H, generator=gen) for _ in lengths]
+        expected = [span.forward(h, p, c) for h, p, c in zip(steps, positions, solo, strict=True)]
+        got = decode_batch(span, steps, positions, batched, 0, 10)
+        for e, g in zip(expected, got, strict=True):
+            assert ((e - g).norm() / e.norm()).item() < 1e-5
+        positions = [p + 1 for p in positions]
+    assert [c.get_seq_length(0) for c in batched] == [n + 5 for n in lengths]
+
+
+def test_sliding_window_layers_are_not_batched(tmp_path):
+    from tests.test_models import tiny_folder
+
+    folder, _ = tiny_folder(tmp_path, "mistral")
+    span = SpanModel(folder, 0, 6)
+    assert not supports_batching(span, 0, 6)
+
+
+@pytest.mark.integration
+def test_node_batches_concurrent_sessions_and_answers_each_correctly(smollm2, tmp_path):
+    head = ModelHead(smollm2)
+    local = SpanModel(smollm2, 0, 10)
+    sessions = 6
+    with local_swarm([(0, 10)], tmp_path, smollm2) as nodes, HostThread(load_or_create_identity(None)) as host:
+        peer = parse_peer_addr(nodes[0].addr)
+        remotes = [RemoteSpan(host.host, peer, 0, 10, "f32", Timeouts()) for _ in range(sessions)]
+        caches = [local.new_cache() for _ in range(sessions)]
+        rng = np.random.default_rng(0)
+        for i, r in enumerate(remotes):
+            host.call(r.open, f"s{i}", head.info.model_id, H, 64)
+        positions = [0] * sessions
+        max_err = 0.0
+
+        async def step_all(inputs: list[np.ndarray]) -> list[np.ndarray]:
+            outs: list[np.ndarray] = [np.empty(0)] * sessions
+
+            async def one(i: int) -> None:
+                outs[i] = await remotes[i].forward(inputs[i], positions[i])
+
+            async with trio.open_nursery() as nursery:
+                for i in range(sessions):
+                    nursery.start_soon(one, i)
+            return outs
+
+        for step in range(6):
+            # step 0: ragged prompts of 4..9 tokens; then one decode token per session, all sent at once
+            inputs = [
+                rng.standard_normal((1, 4 + i if step == 0 else 1, H)).astype(np.float32) for i in range(sessions)
+            ]
+            outs = host.call(step_all, inputs)
+            for i in range(sessions):
+                expected = local.forward(torch.from_numpy(inputs[i]), positions[i], caches[i]).numpy()
+                max_err = max(max_err, float(np.abs(outs[i] - expected).max() / np.abs(expected).max()))
+                positions[i] += inputs[i].shape[1]
+        info = host.call(request_once, host.host, peer, m.InfoRequest(), Timeouts())
+        for r in remotes:
+            host.call(r.close)
+    assert max_err < 1e-5
+    assert isinstance(info, m.NodeInfo) and info.largest_batch > 1
