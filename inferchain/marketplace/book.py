@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -60,11 +59,6 @@ class OfferBook:
     def models(self) -> dict[str, int]:
         with self.sessions() as s:
             return {r.model_id: r.num_layers for r in s.scalars(select(ModelRow))}
-
-    @contextmanager
-    def locked_planner(self) -> Iterator[RoutePlanner]:
-        with self.lock:
-            yield self.planner
 
     def restore(self) -> int:
         """Load every unexpired stored offer of a known model into the planner (after a restart)."""
