@@ -251,3 +251,30 @@ def test_chain_failure_is_a_reason_not_a_crash(chain: Chain, staked) -> None:
     d = chain.deployment.verdict_domain
     v = OfferVerifier({MODEL: 30}, domain=d, standings=StandingCache(Down()))
     rejected(v.verify_signed(signed_offer(staked, d), peer_id=PEER), Rejection.CHAIN_UNAVAILABLE)
+
+
+def test_client_discovery_verifies_signed_offers(chain: Chain, staked, verifier: OfferVerifier) -> None:
+    """Decentralised discovery (client.chain._learn) routes on a verified signed offer at its signed price and
+    drops one from an unregistered wallet, counting the reason."""
+    from types import SimpleNamespace
+
+    from libp2p.crypto.ed25519 import create_new_key_pair
+    from libp2p.peer.id import ID
+
+    from inferchain.client.chain import Chain as RouteChain
+
+    d = chain.deployment.verdict_domain
+    client = RouteChain(None, [], MODEL, 30, 576, 64, verifier=verifier)  # type: ignore[arg-type]
+    for account, span in ((staked, (0, 10)), (funded_account(chain), (10, 30))):
+        peer = ID.from_pubkey(create_new_key_pair().public_key)
+        addr = f"/ip4/127.0.0.1/tcp/4001/p2p/{peer}"
+        now = int(time.time())
+        signed = signed_offer(account, d, span_start=span[0], span_end=span[1], multiaddrs=(addr,), issued_at=now)
+        data = m.decode(_announce(str(peer), span=span, signed=signed))
+        assert isinstance(data, m.Announce)
+        payload = m.encode(data.model_copy(update={"addrs": [addr]}))
+        client._learn(SimpleNamespace(data=payload, from_id=peer.to_bytes()))
+    offers = client.planner.offers(MODEL)
+    assert [(o.start, o.end, o.price_per_1k) for o in offers] == [(0, 10, 10**15)]
+    assert [p.name for p in client.known] == [offers[0].node_id]
+    assert client.dropped_announcements == {"offer rejected: unregistered": 1}

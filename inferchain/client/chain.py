@@ -31,6 +31,7 @@ from inferchain.wire.errors import ErrorCode
 from inferchain.wire.tensors import WireDType
 
 if TYPE_CHECKING:
+    from inferchain.marketplace.verify import OfferVerifier
     from inferchain.wallet.buyer import Buyer
     from inferchain.wallet.receipts import SignedReceipt
 
@@ -88,8 +89,11 @@ class Chain:
         max_failovers: int = 4,
         session_id: str | None = None,
         buyer: Buyer | None = None,
+        verifier: OfferVerifier | None = None,
     ) -> None:
-        """`buyer`: open paid sessions for this buyer and countersign each node's receipt at close."""
+        """`buyer`: open paid sessions for this buyer and countersign each node's receipt at close.
+        `verifier`: check announcements' signed offers (paid network) against the chain before routing on them."""
+        self.verifier = verifier
         self.host = host
         self.buyer = buyer
         self.receipts: list[SignedReceipt] = []
@@ -180,8 +184,20 @@ class Chain:
             if peer is None:
                 peer = KnownPeer(parse_peer_addr(announce.addrs[0]))
                 self.known.append(peer)
+            if announce.signed_offer is not None and self.verifier is not None:
+                rtt = peer.rtt_ms if peer.rtt_ms != float("inf") else None
+                from inferchain.marketplace.verify import Rejected
+
+                verified = self.verifier.verify_announce(announce, sender, self.model_id, rtt_ms=rtt)
+                if isinstance(verified, Rejected):
+                    if new:
+                        self.known.remove(peer)
+                    raise ValueError(f"offer rejected: {verified.reason}")
+                offer = verified.offer
+            else:
+                offer = self._offer(peer, announce.info, expires_at=announce.expires_at)
             peer.node = announce.info
-            self.planner.upsert(self._offer(peer, announce.info, expires_at=announce.expires_at))
+            self.planner.upsert(offer)
             return int(new)
         except Exception as e:  # anything a peer can publish must not break discovery
             self.dropped_announcements[str(e)[:80]] += 1
