@@ -35,5 +35,8 @@ if [[ ! -d node_modules || ! -f "$lock" || "$(cat "$lock")" != "$want" ]]; then
   echo "$want" > "$lock"
 fi
 
+echo "==> PostgreSQL server binaries (for the market's database tests)"
+bash scripts/postgres.sh install || echo "warning: PostgreSQL could not be installed; its tests will skip outside CI"
+
 echo "==> preparing the default model (once)"
 inferchain model prepare
