@@ -136,3 +136,24 @@ def test_structured_garbage_is_a_wire_error(obj):
             decode_tensor(msg.x, H, 8)
     except WireError:
         pass
+
+
+def test_int8_block_wire_round_trip_and_size():
+    x = np.random.default_rng(3).standard_normal((1, 5, H)).astype(np.float32) * 30
+    encoded = encode_tensor(x, "i8")
+    assert len(encoded["b"]) == 5 * (H + (H // 64) * 2)  # one byte per value + one fp16 scale per 64 values
+    y = decode_tensor(m.decode(m.encode(m.Forward(pos=0, x=encoded))).x, H, 8)
+    blocks = np.abs(x.reshape(5, -1, 64)).max(axis=2)  # error is at most half a step of each block's scale
+    err = np.abs(y - x).reshape(5, -1, 64).max(axis=2)
+    assert (err <= blocks / 127 * 0.51 + 1e-3).all()
+    size = len(frame(m.encode(m.Forward(pos=9, x=encode_tensor(x[:, :1], "i8")))))
+    assert size <= H + 256
+
+
+def test_int8_block_wire_rejects_bad_scales():
+    x = np.ones((1, 1, H), np.float32)
+    encoded = encode_tensor(x, "i8")
+    bad = encoded["b"][:H] + np.full(H // 64, np.inf, dtype="<f2").tobytes()
+    with pytest.raises(WireError) as e:
+        decode_tensor({"d": "i8", "s": [1, 1, H], "b": bad}, H, 8)
+    assert e.value.code == ErrorCode.BAD_TENSOR

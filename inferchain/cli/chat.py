@@ -21,7 +21,7 @@ def chat(
     top_k: int = typer.Option(0, min=0),
     seed: int | None = typer.Option(None),
     stop: list[str] = typer.Option([], help="Stop string; repeat for several."),
-    wire_dtype: str = typer.Option("f16", help="Hidden states on the wire: f16 or f32."),
+    wire_dtype: str = typer.Option("f16", help="Hidden states on the wire: f16, f32 or i8 (int8 blocks)."),
     system: str | None = typer.Option(None, help="System message."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object per answer."),
 ) -> None:
@@ -38,8 +38,8 @@ def chat(
 
     if not peer and not bootstrap:
         fail("give at least one --peer or --bootstrap address")
-    if wire_dtype not in ("f16", "f32"):
-        fail("--wire-dtype must be f16 or f32")
+    if wire_dtype not in ("f16", "f32", "i8"):
+        fail("--wire-dtype must be f16, f32 or i8")
     try:
         params = SamplingParams(
             max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=tuple(stop)

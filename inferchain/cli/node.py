@@ -43,6 +43,7 @@ def start(
     cache_mb: int = typer.Option(512, min=1, help="KV cache memory all sessions may reserve, MiB."),
     idle_timeout: float = typer.Option(300.0, min=0.1, help="Seconds before an idle session is dropped."),
     threads: int = typer.Option(0, min=0, help="Torch threads (0: torch's default)."),
+    precision: str = typer.Option("fp32", help="Weights: fp32 (as stored) or int8 (dynamic quantization)."),
     bootstrap: list[str] = typer.Option([], help="A peer to join the network through (repeat); see docs."),
     announce_every: float = typer.Option(5.0, min=0.2, help="Seconds between announcements on the offer topic."),
     json_output: bool = typer.Option(False, "--json", help="Print machine-readable lines instead of a status line."),
@@ -93,6 +94,7 @@ def start(
                 start_layer,
                 end_layer,
                 progress=lambda n, total: progress.update(task, completed=n, total=total),
+                precision=precision,  # type: ignore[arg-type]  # SpanModel checks the value
             )
     except (ModelFolderError, SpanError) as e:
         fail(str(e))
@@ -253,8 +255,9 @@ def _earnings(server: Any) -> str:
 WALLET_HELP = "Wallet name (default: $INFERCHAIN_WALLET, or the only wallet there is)."
 
 
-def _operator(wallet: str | None, passphrase_file: Path | None, deployment: Path | None, rpc_url: str | None,
-              as_json: bool):  # -> Operator (imports stay inside commands)
+def _operator(
+    wallet: str | None, passphrase_file: Path | None, deployment: Path | None, rpc_url: str | None, as_json: bool
+):  # -> Operator (imports stay inside commands)
     from inferchain.cli.wallet import open_chain, unlock
     from inferchain.wallet.operator import Operator
 
@@ -301,8 +304,7 @@ def stake(
     from inferchain.wallet.operator import parse_amount
 
     wei = guarded(lambda: parse_amount(amount), as_json)
-    _act(lambda op: op.plan_stake(wei, allow_below_minimum), wallet, passphrase_file, deployment, rpc_url, as_json,
-         yes)
+    _act(lambda op: op.plan_stake(wei, allow_below_minimum), wallet, passphrase_file, deployment, rpc_url, as_json, yes)
 
 
 @app.command()
@@ -371,7 +373,8 @@ def status(
     render_balances(b, f"node {name}  {address}")
     if summary:
         console.print(
-            "receipts  " + "  ".join(f"{state} {n}" for state, n in sorted(summary["by_state"].items()))
+            "receipts  "
+            + "  ".join(f"{state} {n}" for state, n in sorted(summary["by_state"].items()))
             + f"  [dim](unsettled value {summary['unsettled_value_infer']} INFER)[/]"
         )
 

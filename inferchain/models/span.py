@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors import safe_open
@@ -23,6 +23,19 @@ from inferchain.models.folder import Manifest, ModelFolder, ModelFolderError, te
 
 LoadProgress = Callable[[int, int], None]
 """Called with (tensors loaded, tensors to load)."""
+
+
+Precision = Literal["fp32", "int8"]
+
+
+def quantize_int8(layers: nn.ModuleList) -> nn.ModuleList:
+    """int8 weights for every nn.Linear (per-tensor scale, dynamic activation quantization): torch's CPU path."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch points to torchao for new work; this path is what runs on CPU here
+        quantized = torch.ao.quantization.quantize_dynamic(layers, {nn.Linear}, dtype=torch.qint8)
+    return no_grad_eval(quantized)  # type: ignore[return-value]
 
 
 class SpanError(ValueError):
@@ -92,7 +105,13 @@ class SpanModel:
         end: int,
         dtype: torch.dtype = torch.float32,
         progress: LoadProgress | None = None,
+        precision: Precision = "fp32",
     ) -> None:
+        """`precision`: "fp32" weights as stored, or "int8" (dynamic quantization of every linear layer's weights;
+        activations stay float)."""
+        if precision not in ("fp32", "int8"):
+            raise SpanError(f"precision must be fp32 or int8, got {precision!r}")
+        self.precision = precision
         self.info = ModelInfo.open(path)
         if not (0 <= start < end <= self.info.num_layers):
             raise SpanError(f"span {start}:{end} is not within the model's {self.info.num_layers} layers")
@@ -108,6 +127,8 @@ class SpanModel:
             state = {k[len(prefix) :]: tensors.pop(k).to(dtype) for k in list(tensors) if k.startswith(prefix)}
             layer.load_state_dict(state, assign=True, strict=True)
             self.layers.append(no_grad_eval(layer))
+        if precision == "int8":
+            self.layers = quantize_int8(self.layers)
         self.rotary = no_grad_eval(family.rotary_class(config=config))
         self._types = [family.layer_type(config, i) for i in range(start, end)]
 

@@ -1,21 +1,47 @@
 """The node's step scheduler: every session's forward request goes through one queue; decode steps waiting at the
 same time are run as one batch, and long prefills are cut into chunks so that decoding sessions never wait for a
-whole prompt. Compute runs in a worker thread so the node keeps reading requests (and filling the next batch)
-while a batch computes.
+whole prompt. All compute runs on one dedicated thread, so the node keeps reading requests (and filling the next
+batch) while a batch computes, and torch keeps a single OpenMP pool: the pool belongs to the calling thread, and
+computing from several threads in turn would start several pools that spin against each other for the cores.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import trio
 
 from inferchain.models.batched import decode_batch, supports_batching
 from inferchain.models.span import SpanModel
+
+T = TypeVar("T")
+
+
+class ComputeThread:
+    """One OS thread that runs every torch call of the node; trio tasks await its results."""
+
+    def __init__(self) -> None:
+        threads = torch.get_num_threads()  # the creating thread's setting (--threads), applied to the compute thread
+        self._pool = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="inferchain-compute",
+            initializer=torch.set_num_threads,
+            initargs=(threads,),
+        )
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+        future = self._pool.submit(fn, *args)
+        future.add_done_callback(lambda _: token.run_sync_soon(done.set))
+        await done.wait()
+        return future.result()
 
 
 @dataclass
@@ -53,6 +79,7 @@ class StepScheduler:
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
         self.stats = SchedulerStats()
+        self.compute = ComputeThread()
         self._send, self._receive = trio.open_memory_channel[StepRequest](float("inf"))
         self._backlog: deque[StepRequest] = deque()
 
@@ -93,7 +120,7 @@ class StepScheduler:
     async def _run_batch(self, batch: list[StepRequest]) -> None:
         started = time.perf_counter()
         try:
-            outs = await trio.to_thread.run_sync(
+            outs = await self.compute.run(
                 decode_batch,
                 self.span,
                 [r.hidden for r in batch],
@@ -118,7 +145,7 @@ class StepScheduler:
         piece = request.hidden[:, request.computed : request.computed + n]
         started = time.perf_counter()
         try:
-            out = await trio.to_thread.run_sync(
+            out = await self.compute.run(
                 self.span.forward, piece, request.position + request.computed, request.cache, request.start, request.end
             )
         except Exception as e:

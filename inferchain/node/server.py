@@ -1,8 +1,7 @@
 """The span server: answers the span protocol on libp2p streams, one inference session per stream.
 
-With one open session a step is computed inline on the trio loop (nothing could be batched with it, and skipping
-the thread hand-off keeps the hop cheap); with several, steps go through the StepScheduler, which batches decode
-steps and chunks prefills. Validation happens before compute, so bad input never reaches a KV cache.
+Every step goes through the StepScheduler, which batches concurrent sessions' decode steps, chunks prefills, and
+computes on one dedicated thread. Validation happens before compute, so bad input never reaches a KV cache.
 """
 
 from __future__ import annotations
@@ -75,6 +74,7 @@ class SpanServer:
             max_tokens_per_forward=self.limits.max_tokens_per_forward,
             ms_per_layer=round(self.scheduler.stats.ms_per_layer, 4),
             largest_batch=self.scheduler.stats.largest_batch,
+            precision=self.span.precision,
         )
 
     async def handle_stream(self, stream: INetStream) -> None:
@@ -206,14 +206,9 @@ class SpanServer:
             )
         hidden = torch.from_numpy(array.astype(np.float32))  # a writable copy
         session.last_active = time.monotonic()
-        if len(self.sessions) <= 1:
-            started = time.perf_counter()
-            out = self.span.forward(hidden, session.position, session.cache, session.start, session.end)
-            if n == 1:
-                self.scheduler.record(time.perf_counter() - started, session.end - session.start, 1)
-        else:
-            request = StepRequest(hidden, session.position, session.cache, session.start, session.end)
-            out = await self.scheduler.submit(request)
+        out = await self.scheduler.submit(
+            StepRequest(hidden, session.position, session.cache, session.start, session.end)
+        )
         session.position += n
         session.tokens += n
         session.last_active = time.monotonic()

@@ -95,6 +95,7 @@ class NodeInfo(_Message):
     max_tokens_per_forward: StrictInt
     ms_per_layer: float = 0.0  # measured compute per layer per decoded token (0: not measured yet)
     largest_batch: StrictInt = 0  # most decode steps this node has run as one batch
+    precision: Literal["fp32", "int8"] = "fp32"  # the weights this node computes with
 
 
 class Announce(_Message):
