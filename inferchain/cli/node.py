@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -253,6 +253,13 @@ def _earnings(server: Any) -> str:
 # -- the operator's life cycle: on-chain transactions through the wallet --------------------------------------
 
 WALLET_HELP = "Wallet name (default: $INFERCHAIN_WALLET, or the only wallet there is)."
+# The options every chain command shares, declared once.
+WalletOption = Annotated[str | None, typer.Option("--wallet", help=WALLET_HELP)]
+PassphraseFileOption = Annotated[Path | None, typer.Option("--passphrase-file", help="Passphrase file.")]
+DeploymentOption = Annotated[Path | None, typer.Option("--deployment", help="Deployment file.")]
+RpcUrlOption = Annotated[str | None, typer.Option("--rpc-url", help="JSON-RPC URL.")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 def _operator(
@@ -275,12 +282,12 @@ def _act(plan_of, wallet, passphrase_file, deployment, rpc_url, as_json, yes) ->
 
 @app.command()
 def register(
-    wallet: str | None = typer.Option(None, "--wallet", help=WALLET_HELP),
-    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Passphrase file."),
-    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file."),
-    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    wallet: WalletOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    deployment: DeploymentOption = None,
+    rpc_url: RpcUrlOption = None,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Register the wallet as a node on the staking contract (once per wallet)."""
     _act(lambda op: op.plan_register(), wallet, passphrase_file, deployment, rpc_url, as_json, yes)
@@ -292,12 +299,12 @@ def stake(
     allow_below_minimum: bool = typer.Option(
         False, "--allow-below-minimum", help="Stake even if the total stays below the routable minimum."
     ),
-    wallet: str | None = typer.Option(None, "--wallet", help=WALLET_HELP),
-    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Passphrase file."),
-    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file."),
-    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    wallet: WalletOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    deployment: DeploymentOption = None,
+    rpc_url: RpcUrlOption = None,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Approve and stake AMOUNT INFER (a node is routable once its stake reaches the minimum)."""
     from inferchain.cli.wallet import guarded
@@ -310,12 +317,12 @@ def stake(
 @app.command()
 def unstake(
     amount: str | None = typer.Argument(None, help="INFER to unbond (default: all of the stake)."),
-    wallet: str | None = typer.Option(None, "--wallet", help=WALLET_HELP),
-    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Passphrase file."),
-    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file."),
-    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    wallet: WalletOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    deployment: DeploymentOption = None,
+    rpc_url: RpcUrlOption = None,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Start unbonding stake; `withdraw` pays it out after the unbonding delay."""
     from inferchain.cli.wallet import guarded
@@ -327,12 +334,12 @@ def unstake(
 
 @app.command()
 def withdraw(
-    wallet: str | None = typer.Option(None, "--wallet", help=WALLET_HELP),
-    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Passphrase file."),
-    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file."),
-    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    wallet: WalletOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    deployment: DeploymentOption = None,
+    rpc_url: RpcUrlOption = None,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Withdraw unbonded stake once the unbonding delay has passed."""
     _act(lambda op: op.plan_withdraw(), wallet, passphrase_file, deployment, rpc_url, as_json, yes)
@@ -340,12 +347,12 @@ def withdraw(
 
 @app.command()
 def claim(
-    wallet: str | None = typer.Option(None, "--wallet", help=WALLET_HELP),
-    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Passphrase file."),
-    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file."),
-    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL."),
-    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    wallet: WalletOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    deployment: DeploymentOption = None,
+    rpc_url: RpcUrlOption = None,
+    yes: YesOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Claim settled earnings from the escrow and rewards of ended epochs from the reward pool."""
     _act(lambda op: op.plan_claim(), wallet, passphrase_file, deployment, rpc_url, as_json, yes)
@@ -353,11 +360,11 @@ def claim(
 
 @app.command()
 def status(
-    wallet: str | None = typer.Option(None, "--wallet", help=WALLET_HELP),
+    wallet: WalletOption = None,
     data_dir: Path | None = typer.Option(None, help="Node data folder (for the local receipt summary)."),
-    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file."),
-    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    deployment: DeploymentOption = None,
+    rpc_url: RpcUrlOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """The node's on-chain state (registration, stake, unbonding, earnings, rewards) and its local receipts."""
     from inferchain.cli.wallet import emit, guarded, open_chain, render_balances, wallet_address
@@ -399,7 +406,7 @@ def receipts(
     data_dir: Path | None = typer.Option(None, help="Node data folder (default: $INFERCHAIN_HOME/node)."),
     state: list[str] = typer.Option([], help="Only these states (repeat): signed, countersigned, settled, failed."),
     limit: int = typer.Option(0, min=0, help="At most this many (0: all)."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: JsonOption = False,
 ) -> None:
     """List the receipts this node signed, with their settlement state (read from its local store)."""
     from rich.table import Table
@@ -449,13 +456,13 @@ SETTLE_CRASH_ENV = "INFERCHAIN_TEST_CRASH_AFTER_SETTLE_TX"  # tests: die after a
 
 @app.command()
 def settle(
-    wallet: str | None = typer.Option(None, "--wallet", help=WALLET_HELP),
+    wallet: WalletOption = None,
     data_dir: Path | None = typer.Option(None, help="Node data folder (default: $INFERCHAIN_HOME/node)."),
     batch_size: int = typer.Option(50, min=1, max=200, help="Receipts per settleBatch transaction."),
-    passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Passphrase file."),
-    deployment: Path | None = typer.Option(None, "--deployment", help="Deployment file."),
-    rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    passphrase_file: PassphraseFileOption = None,
+    deployment: DeploymentOption = None,
+    rpc_url: RpcUrlOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Submit countersigned, unsettled receipts to the escrow in batches (safe to re-run after a crash)."""
     from inferchain.cli.wallet import emit, guarded, open_chain, unlock
