@@ -17,7 +17,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from inferchain.cli import chat, devnet, market, model, node, swarm, wallet
+    from inferchain.cli import chat, demo, devnet, market, model, node, swarm, wallet
 
     app.add_typer(model.app, name="model")
     app.add_typer(node.app, name="node")
@@ -26,6 +26,7 @@ def _register() -> None:
     app.add_typer(market.app, name="market")
     app.command("chat")(chat.chat)
     app.command("swarm")(swarm.swarm)
+    app.add_typer(demo.app, name="demo")
 
 
 _register()
