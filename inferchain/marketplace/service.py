@@ -250,7 +250,9 @@ def _no_route(e: NoRouteError) -> NoRouteOut:
     return NoRouteOut(kind="no_route", reason=e.reason)
 
 
-def create_app(state: MarketState) -> FastAPI:
+def create_app(state: MarketState, gateway: Any = None) -> FastAPI:
+    """The market's app; with `gateway` (an `inferchain.marketplace.gateway.state.Gateway`) it also serves the
+    OpenAI-compatible API and the reseller admin API (docs/gateway.md)."""
     app = FastAPI(
         title="inferchain market",
         version="1",
@@ -259,4 +261,8 @@ def create_app(state: MarketState) -> FastAPI:
     app.state.market = state
     for router in (health, offers, models, quotes):
         app.include_router(router)
+    if gateway is not None:
+        from inferchain.marketplace.gateway.mount import install
+
+        install(app, gateway)
     return app

@@ -1,0 +1,113 @@
+"""Runs generations for the gateway through the client library against real nodes.
+
+One `HostThread` (libp2p on its own trio thread) is shared by every request; each request opens its own
+`InferenceSession` on it. Everything here is blocking: the HTTP handlers call it through
+`anyio.to_thread.run_sync`, so many requests run concurrently while the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inferchain.client.generation import Chunk, Completion, SamplingParams, chat_prompt, stream_tokens
+from inferchain.client.session import InferenceSession
+from inferchain.models.folder import ModelFolder
+from inferchain.models.span import ModelHead
+from inferchain.p2p.host import load_or_create_identity
+from inferchain.p2p.thread import HostThread
+
+PeerSource = Callable[[str], Sequence[str]]  # model id -> multiaddrs of nodes that may serve it
+
+
+@dataclass
+class Generation:
+    """A running generation: iterate `chunks()`; `completion`, `route` and `receipts` are filled as it goes."""
+
+    session: InferenceSession
+    prompt_ids: list[int]
+    params: SamplingParams
+    tokenizer: Any
+    started_at: float = field(default_factory=time.perf_counter)
+    completion: Completion | None = None
+    generated: int = 0
+    closed: bool = False
+
+    def chunks(self) -> Iterator[Chunk]:
+        result: list[Completion] = []
+        for chunk in stream_tokens(self.session, self.tokenizer, self.prompt_ids, self.params, result):
+            if chunk.token_id >= 0:
+                self.generated += 1
+            yield chunk
+        self.completion = result[0]
+
+    @property
+    def route(self) -> list[dict[str, Any]]:
+        return [{"node": n, "start": a, "end": b} for n, a, b in self.session.route]
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.session.close()
+
+    @property
+    def receipts(self) -> list[Any]:
+        return list(self.session.receipts)
+
+
+class ModelRunner:
+    """One model the gateway serves: its local head, tokenizer and context size."""
+
+    def __init__(self, folder: Path, host: HostThread, peers: PeerSource, max_length: int = 2048) -> None:
+        from transformers import AutoTokenizer
+
+        manifest = ModelFolder(folder).manifest()
+        self.model_id, self.name = manifest.model_id, manifest.name
+        self.head = ModelHead(folder)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self.max_length = max_length
+        self.host, self.peers = host, peers
+        self._tok_lock = threading.Lock()  # HF fast tokenizers are not safe to call from many threads at once
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        with self._tok_lock:
+            return chat_prompt(self.tokenizer, messages)
+
+    def encode(self, text: str) -> list[int]:
+        with self._tok_lock:
+            return list(self.tokenizer(text)["input_ids"])
+
+    def start(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
+        """Open sessions on a route covering every layer (raises NoRouteError when none can be opened)."""
+        session = InferenceSession(
+            self.head, list(self.peers(self.model_id)), host=self.host, max_length=self.max_length
+        )
+        return Generation(session, prompt_ids, params, self.tokenizer)
+
+
+class Runners:
+    """The gateway's models by id and by name, on one shared host thread."""
+
+    def __init__(self, folders: Sequence[Path], peers: PeerSource, max_length: int = 2048) -> None:
+        self.host = HostThread(load_or_create_identity(None))
+        try:
+            self.by_id = {r.model_id: r for r in (ModelRunner(f, self.host, peers, max_length) for f in folders)}
+        except BaseException:
+            self.host.close()
+            raise
+
+    def find(self, name: str) -> ModelRunner | None:
+        if name in self.by_id:
+            return self.by_id[name]
+        return next((r for r in self.by_id.values() if r.name == name), None)
+
+    def close(self) -> None:
+        self.host.close()
+
+
+def static_peers(addrs: Sequence[str]) -> PeerSource:
+    return lambda _model_id: list(addrs)
