@@ -36,6 +36,7 @@ class Generation:
     completion: Completion | None = None
     generated: int = 0
     closed: bool = False
+    _route: list[dict[str, Any]] = field(default_factory=list)
 
     def chunks(self) -> Iterator[Chunk]:
         result: list[Completion] = []
@@ -47,10 +48,14 @@ class Generation:
 
     @property
     def route(self) -> list[dict[str, Any]]:
-        return [{"node": n, "start": a, "end": b} for n, a, b in self.session.route]
+        """The hops that served it (kept from before `close`, which drops them)."""
+        if not self.closed:
+            self._route = [{"node": n, "start": a, "end": b} for n, a, b in self.session.route]
+        return self._route
 
     def close(self) -> None:
         if not self.closed:
+            _ = self.route
             self.closed = True
             self.session.close()
 
