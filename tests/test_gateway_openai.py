@@ -40,10 +40,22 @@ def _serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
 
 @pytest.fixture(scope="module")
 def nodes(smollm2: Path, tmp_path_factory: pytest.TempPathFactory):
-    from inferchain.node.launch import local_swarm
+    """Three nodes; the last two join through the first, so a market bootstrapping there hears all offers."""
+    from inferchain.node.launch import start_node
 
-    with local_swarm([(0, 10), (10, 20), (20, 30)], tmp_path_factory.mktemp("gwswarm"), smollm2) as started:
-        yield started
+    work, fast = tmp_path_factory.mktemp("gwswarm"), ["--announce-every", "0.5"]
+    seed = start_node((0, 10), work / "seed", smollm2, fast)
+    others = []
+    try:
+        seed.wait_ready(120)
+        others = [start_node(s, work / f"n{s[0]}", smollm2, [*fast, "--bootstrap", seed.addr])
+                  for s in [(10, 20), (20, 30)]]  # fmt: skip
+        for node in others:
+            node.wait_ready(120)
+        yield [seed, *others]
+    finally:
+        for node in [seed, *others]:
+            node.kill()
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +107,7 @@ def test_chat_streamed_and_not_equal_the_client_run_directly(gateway) -> None:
     models = client.models.list()
     assert [m.id for m in models.data] == ["SmolLM2-135M-Instruct"]
     stream = client.chat.completions.create(
-        model="SmolLM2-135M-Instruct", messages=MESSAGES, max_tokens=12, temperature=0, stream=True,
+        model="SmolLM2-135M-Instruct", messages=MESSAGES, max_tokens=8, temperature=0, stream=True,
         stream_options={"include_usage": True},
     )  # fmt: skip
     chunks = list(stream)
@@ -103,13 +115,13 @@ def test_chat_streamed_and_not_equal_the_client_run_directly(gateway) -> None:
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert len(finishes) == 1 and chunks[-1].usage is not None and chunks[-1].choices == []
-    full = client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=MESSAGES, max_tokens=12,
+    full = client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=MESSAGES, max_tokens=8,
                                           temperature=0)  # fmt: skip
     assert full.choices[0].message.content == streamed and full.choices[0].finish_reason == finishes[0]
     assert full.usage is not None and full.usage.completion_tokens == chunks[-1].usage.completion_tokens
     prompt_ids = gateway["runner"].encode_chat(MESSAGES)
     assert full.usage.prompt_tokens == len(prompt_ids)
-    assert streamed == _direct(gateway, prompt_ids, 12) and streamed.strip()
+    assert streamed == _direct(gateway, prompt_ids, 8) and streamed.strip()
 
     text = client.completions.create(model="SmolLM2-135M-Instruct", prompt="The sky is", max_tokens=6, temperature=0)
     assert text.choices[0].text == _direct(gateway, gateway["runner"].encode("The sky is"), 6)
@@ -175,3 +187,56 @@ def test_quota_burst_revoke_and_rotate(gateway) -> None:
         http.delete(f"/admin/keys/{made['id']}", headers=admin)
         with pytest.raises(openai.AuthenticationError):
             _client(gateway, rotated).models.list()
+
+
+def test_market_start_serves_the_gateway_from_its_book(nodes, smollm2: Path, tmp_path: Path) -> None:
+    """`inferchain market start` (a separate process) routes gateway requests through the nodes its book heard."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "market.log"
+    cmd = [
+        sys.executable, "-m", "inferchain.cli", "market", "start", "--port", str(port), "--free", "--json",
+        "--database", f"sqlite:///{tmp_path / 'm.sqlite'}", "--bootstrap", nodes[0].addr, "--model", str(smollm2),
+        "--gateway-domain", "gateway.test",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "INFERCHAIN_HOME"} | {"INFERCHAIN_HOME": str(tmp_path)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        url, reseller = f"http://127.0.0.1:{port}", Account.create()
+        deadline = time.monotonic() + 90
+        with httpx.Client(base_url=url, timeout=10) as http:
+            while True:
+                assert proc.poll() is None, log.read_text()[-2000:]
+                assert time.monotonic() < deadline, "the market never heard all three nodes"
+                try:
+                    if http.get("/health").json()["live_offers"] >= 3:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.3)
+            n = http.get("/admin/nonce").json()
+            now = time.time()
+            msg = siwe.SignInMessage("gateway.test", reseller.address, "https://gateway.test", n["chain_id"],
+                                     n["nonce"], now, now + 600)  # fmt: skip
+            token = http.post("/admin/login", json={"message": msg.text(), "signature": siwe.sign(msg, reseller.key)})
+            admin = {"authorization": f"Bearer {token.json()['token']}"}
+            key = http.post("/admin/keys", json={"name": "c"}, headers=admin).json()["key"]
+        client = openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=120)
+        answer = client.chat.completions.create(model="SmolLM2-135M-Instruct", messages=MESSAGES, max_tokens=5,
+                                                temperature=0)  # fmt: skip
+        assert answer.usage is not None and answer.usage.completion_tokens >= 1
+        assert answer.model_extra is not None and len(answer.model_extra["inferchain"]["route"]) == 3
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -33,6 +33,9 @@ def start(
     deployment: Path | None = typer.Option(None, "--deployment", help="Deployment to verify signed offers against."),
     rpc_url: str | None = typer.Option(None, "--rpc-url", help="JSON-RPC URL (default: the deployment's)."),
     standing_ttl: float = typer.Option(30.0, min=0.1, help="Seconds a wallet's chain standing is cached."),
+    gateway: bool = typer.Option(True, "--gateway/--no-gateway", help="Serve the OpenAI-compatible API (/v1)."),
+    gateway_domain: str = typer.Option("", help="Domain reseller sign-in messages must name (default: --host)."),
+    reseller: list[str] = typer.Option([], help="Wallet allowed to sign in as a reseller (repeat; default: any)."),
     json_output: bool = typer.Option(False, "--json", help="Print machine-readable lines."),
 ) -> None:
     """Subscribe to the offer topics of the given models, verify and persist offers, and serve the HTTP API."""
@@ -59,6 +62,7 @@ def start(
         models[manifest.model_id], names[manifest.model_id] = manifest.num_layers, manifest.name
 
     domain = standings = None
+    chain_id = 31337  # the devnet's; the deployment's when there is one
     dep_path = deployment or default_deployment_path()
     if deployment is not None or dep_path.exists():
         from inferchain.wallet.chain import Chain
@@ -71,6 +75,7 @@ def start(
             chain = None
         if chain is not None:
             domain, standings = chain.deployment.verdict_domain, StandingCache(chain, ttl_s=standing_ttl)
+            chain_id = chain.deployment.chain_id
     elif not free:
         fail(f"no deployment at {dep_path} to verify signed offers: pass --deployment, or --free for a free swarm")
 
@@ -94,7 +99,31 @@ def start(
         ).start()
     except PeerAddressError as e:
         fail(str(e))
-    app_ = create_app(MarketState(book, verifier, listener))
+    gw = None
+    if gateway:
+        from eth_utils import is_address, to_checksum_address
+
+        from inferchain.marketplace.gateway.db import GatewaySchemaError, init_gateway_db
+        from inferchain.marketplace.gateway.mount import book_peers
+        from inferchain.marketplace.gateway.runner import Runners
+        from inferchain.marketplace.gateway.state import Gateway
+
+        bad = [r for r in reseller if not is_address(r)]
+        if bad:
+            fail(f"--reseller {bad[0]}: not an address")
+        try:
+            gw_sessions = init_gateway_db(engine)
+        except GatewaySchemaError as e:
+            fail(str(e))
+        gw = Gateway(
+            gw_sessions,
+            Runners(model or [default_model_dir()], book_peers(book)),
+            book=book,
+            domain=gateway_domain or host,
+            chain_id=chain_id,
+            resellers=frozenset(to_checksum_address(r) for r in reseller) if reseller else None,
+        )
+    app_ = create_app(MarketState(book, verifier, listener), gw)
     info = {
         "event": "ready",
         "http": f"http://{host}:{port}",
@@ -114,4 +143,6 @@ def start(
         uvicorn.run(app_, host=host, port=port, log_level="warning")
     finally:
         listener.close()
+        if gw is not None:
+            gw.runners.close()
         engine.dispose()
