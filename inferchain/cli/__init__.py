@@ -24,6 +24,7 @@ def _register() -> None:
     app.add_typer(devnet.app, name="devnet")
     app.add_typer(wallet.app, name="wallet")
     app.add_typer(market.app, name="market")
+    app.add_typer(__import__("inferchain.cli.validator", fromlist=["app"]).app, name="validator")
     app.command("chat")(chat.chat)
     app.command("swarm")(swarm.swarm)
     app.add_typer(demo.app, name="demo")

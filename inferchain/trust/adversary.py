@@ -1,0 +1,46 @@
+"""Test-only misbehaviour for the adversarial suite: a node process started with INFERCHAIN_ADVERSARY set cheats.
+
+    noise:S   adds Gaussian noise of S x each token's standard deviation to every output (and commits to it)
+    skip:N    skips the last N layers of the requested span (saves compute, commits to the wrong result)
+
+A cheating node commits to exactly what it sends, so the buyer's own check passes and only a validator's re-run
+can catch it. Never set this outside tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+ENV = "INFERCHAIN_ADVERSARY"
+
+
+@dataclass(frozen=True)
+class Adversary:
+    noise: float = 0.0
+    skip: int = 0
+
+    @classmethod
+    def from_env(cls) -> Adversary | None:
+        spec = os.environ.get(ENV, "").strip()
+        if not spec:
+            return None
+        kind, _, value = spec.partition(":")
+        if kind == "noise":
+            return cls(noise=float(value or "0.1"))
+        if kind == "skip":
+            return cls(skip=int(value or "1"))
+        raise ValueError(f"{ENV} must be noise:S or skip:N, got {spec!r}")
+
+    def layers(self, start: int, end: int) -> tuple[int, int]:
+        return start, max(start + 1, end - self.skip)
+
+    def perturb(self, out: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        if self.noise <= 0:
+            return out
+        scale = out.std(dim=-1, keepdim=True)
+        noise = torch.from_numpy(rng.standard_normal(tuple(out.shape)).astype(np.float32))
+        return out + self.noise * scale * noise
