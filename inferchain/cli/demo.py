@@ -96,6 +96,7 @@ def run_demo(
 ) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
+    from inferchain.client.chain import RouteLimits
     from inferchain.client.generation import SamplingParams, chat_prompt, stream_tokens
     from inferchain.client.session import InferenceSession
     from inferchain.models.prepare import default_model_dir, prepare_default_model
@@ -160,14 +161,20 @@ def run_demo(
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         ids = chat_prompt(tokenizer, [{"role": "user", "content": prompt}])
         started = time.monotonic()
-        with InferenceSession(folder, [n.addr for n in nodes], buyer=buyer, max_length=len(ids) + max_tokens) as s:
+        limits = RouteLimits(objective="price")  # the cheapest cover: the buyer pays per layer served
+        with InferenceSession(
+            folder, [n.addr for n in nodes], buyer=buyer, max_length=len(ids) + max_tokens, limits=limits
+        ) as s:
+            routed_s = time.monotonic() - started  # nodes asked, route planned, paid sessions opened
             route = list(s.route)
             if not quiet:
                 console.print("route: " + " -> ".join(f"{_owner(p, nodes, operators)}[{a}:{b}]" for p, a, b in route))
                 console.print(f"[bold]> {prompt}[/]")
-            pieces = []
+            pieces, token_times = [], []
             for i, chunk in enumerate(stream_tokens(s, tokenizer, ids, SamplingParams(max_tokens=max_tokens))):
                 pieces.append(chunk.text)
+                if chunk.token_id >= 0:
+                    token_times.append(time.monotonic())
                 if not quiet:
                     sys.stdout.write(chunk.text)
                     sys.stdout.flush()
@@ -181,7 +188,7 @@ def run_demo(
         chat_s = time.monotonic() - started
         say(f"{len(receipts)} receipts signed by the nodes and countersigned by the buyer")
 
-        settled_gas = 0
+        settled_gas, settle_started = 0, time.monotonic()
         for (name, *_), node in zip(operators, nodes, strict=True):
             proc = subprocess.run(
                 [
@@ -206,6 +213,7 @@ def run_demo(
             report = json.loads(proc.stdout.strip().splitlines()[-1])
             settled_gas += sum(int(t.get("gas", 0)) for t in report.get("txs", []))
         gas["settle"] = settled_gas
+        settle_s = time.monotonic() - settle_started
         rows = []
         for name, addr, span, price in operators:
             rows.append(
@@ -224,12 +232,18 @@ def run_demo(
             "route": [{"operator": _owner(p, nodes, operators), "layers": [a, b]} for p, a, b in route],
             "failovers": failovers,
             "prompt_tokens": len(ids),
-            "completion_tokens": sum(1 for p in pieces if p) if pieces else 0,
+            "completion_tokens": len(token_times),
             "paid_infer": fmt_token(sum(r.receipt.amount_owed for r in receipts)),
             "buyer_escrow_left_infer": fmt_token(chain.escrow_balance(buyer_key.address)),
             "nodes": rows,
             "gas": gas,
             "chat_seconds": round(chat_s, 2),
+            "route_and_open_seconds": round(routed_s, 3),
+            "first_token_seconds": round(token_times[0] - started, 3) if token_times else None,
+            "decode_tokens_per_s": round((len(token_times) - 1) / (token_times[-1] - token_times[0]), 2)
+            if len(token_times) > 1
+            else None,
+            "settle_seconds": round(settle_s, 2),
             "chain_rpc": chain.deployment.rpc_url,
         }
         if not quiet:

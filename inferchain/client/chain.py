@@ -13,7 +13,7 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import trio
@@ -32,10 +32,21 @@ from inferchain.wire.tensors import WireDType
 
 if TYPE_CHECKING:
     from inferchain.marketplace.verify import OfferVerifier
+    from inferchain.trust.validator import SessionEvidence
     from inferchain.wallet.buyer import Buyer
     from inferchain.wallet.receipts import SignedReceipt
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RouteLimits:
+    """What the buyer will accept: a price cap (token wei per 1k tokens, whole route), a per-token latency cap,
+    and which to minimise within them ("latency" or "price"). None: no cap."""
+
+    max_price_per_1k: int | None = None
+    max_latency_ms: float | None = None
+    objective: Literal["latency", "price"] = "latency"
 
 
 @dataclass
@@ -90,13 +101,16 @@ class Chain:
         session_id: str | None = None,
         buyer: Buyer | None = None,
         verifier: OfferVerifier | None = None,
+        limits: RouteLimits | None = None,
     ) -> None:
         """`buyer`: open paid sessions for this buyer and countersign each node's receipt at close.
         `verifier`: check announcements' signed offers (paid network) against the chain before routing on them."""
         self.verifier = verifier
+        self.limits = limits or RouteLimits()
         self.host = host
         self.buyer = buyer
         self.receipts: list[SignedReceipt] = []
+        self.evidence: list[SessionEvidence] = []  # what validators need, per countersigned receipt
         self.known = [KnownPeer(p) for p in peers]
         self.model_id, self.num_layers, self.hidden_size = model_id, num_layers, hidden_size
         self.max_length, self.dtype = max_length, dtype
@@ -137,7 +151,7 @@ class Chain:
             model_id=self.model_id,
             start=node.start,
             end=node.end,
-            price_per_1k=0,
+            price_per_1k=int(node.price_per_1k),
             ms_per_layer=node.ms_per_layer or 1.0,
             rtt_ms=peer.rtt_ms if peer.rtt_ms != float("inf") else 1000.0,
             free_slots=max(0, node.max_sessions - node.sessions),
@@ -208,7 +222,15 @@ class Chain:
         """Open sessions on a cover of [start, end), trying other peers when one refuses or is unreachable."""
         by_name = {p.name: p for p in self.known}
         for _ in range(len(self.known) + 1):
-            route = self.planner.plan_range(self.model_id, start, end, exclude=self._dead)
+            route = self.planner.plan_range(
+                self.model_id,
+                start,
+                end,
+                self.limits.max_price_per_1k,
+                self.limits.max_latency_ms,
+                self.limits.objective,
+                exclude=self._dead,
+            )
             hops: list[Hop] = []
             try:
                 for name, a, b in route.hops:
@@ -299,4 +321,6 @@ class Chain:
             counts[hop.remote.name] = await hop.remote.close()
             if hop.remote.receipt is not None:
                 self.receipts.append(hop.remote.receipt)
+            if hop.remote.evidence is not None:
+                self.evidence.append(hop.remote.evidence)
         return counts

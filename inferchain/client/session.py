@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from inferchain.client.chain import Chain, FailoverEvent
+from inferchain.client.chain import Chain, FailoverEvent, RouteLimits
 from inferchain.client.remote import Timeouts
 from inferchain.models.span import ModelHead
 from inferchain.p2p.host import load_or_create_identity, parse_peer_addr
@@ -19,6 +19,7 @@ from inferchain.p2p.thread import HostThread
 from inferchain.wire.tensors import WireDType
 
 if TYPE_CHECKING:
+    from inferchain.trust.validator import SessionEvidence
     from inferchain.wallet.buyer import Buyer
     from inferchain.wallet.receipts import SignedReceipt
 
@@ -42,8 +43,10 @@ class InferenceSession:
         bootstrap: Sequence[str] = (),
         discover_s: float = 15.0,
         buyer: Buyer | None = None,
+        limits: RouteLimits | None = None,
     ) -> None:
-        """`peers`: nodes to use directly. `bootstrap`: peers to join the network through; nodes announced on
+        """`limits`: the buyer's price and latency caps and objective for the planner's route (and re-routes).
+        `peers`: nodes to use directly. `bootstrap`: peers to join the network through; nodes announced on
         the model's offer topic are discovered (for up to `discover_s` seconds) and used too. `buyer`: open paid
         sessions and countersign each node's receipt at close; they are in `receipts` afterwards."""
         self.head = model if isinstance(model, ModelHead) else ModelHead(model)
@@ -61,6 +64,7 @@ class InferenceSession:
             timeouts=timeouts,
             session_id=session_id,
             buyer=buyer,
+            limits=limits,
         )
         self.max_length = max_length
         self.position = 0
@@ -96,6 +100,11 @@ class InferenceSession:
     def receipts(self) -> list[SignedReceipt]:
         """Receipts the nodes signed and this session countersigned (after `close`)."""
         return self.chain.receipts
+
+    @property
+    def evidence(self) -> list[SessionEvidence]:
+        """Per countersigned receipt: the inputs sent and the node's activation sketch, for validators."""
+        return self.chain.evidence
 
     def close(self) -> None:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from inferchain.node.receipts import PaidSession, SessionBilling
 from inferchain.node.scheduler import StepRequest, StepScheduler
 from inferchain.node.sessions import Session, SessionLimits, SessionTable
 from inferchain.p2p.streams import FramedStream, StreamClosed
+from inferchain.trust.adversary import Adversary
 from inferchain.wallet.buyer import receipt_to_wire
 from inferchain.wallet.receipts import InvalidReceipt
 from inferchain.wire import messages as m
@@ -35,6 +37,9 @@ COUNTERSIGN_TIMEOUT_S = 30.0  # how long a closed paid session waits for the buy
 class ServerLimits:
     max_tokens_per_forward: int = 2048
     max_frame: int = DEFAULT_MAX_FRAME
+    # Session flooding: one peer (one libp2p identity) may hold at most this many sessions at once
+    # (None: three quarters of the node's session slots, so one peer never takes them all).
+    max_sessions_per_peer: int | None = None
 
 
 @dataclass
@@ -61,6 +66,11 @@ class SpanServer:
         self.sessions = SessionTable(session_limits or SessionLimits(), span.cache_bytes_per_token(1))
         self.stats = NodeStats(started=time.monotonic())
         self.scheduler = StepScheduler(span, max_batch=max(1, self.sessions.limits.max_sessions))
+        self._peer_sessions: Counter[str] = Counter()  # sessions each peer holds (its streams with a session)
+        self.adversary = Adversary.from_env()
+        self._adversary_rng = np.random.default_rng(0)
+        if self.adversary is not None:
+            log.warning("ADVERSARIAL TEST NODE: %s", self.adversary)
 
     def info(self) -> m.NodeInfo:
         return m.NodeInfo(
@@ -75,6 +85,7 @@ class SpanServer:
             ms_per_layer=round(self.scheduler.stats.ms_per_layer, 4),
             largest_batch=self.scheduler.stats.largest_batch,
             precision=self.span.precision,
+            price_per_1k=str(self.billing.signer.price_per_1k) if self.billing is not None else "0",
         )
 
     async def handle_stream(self, stream: INetStream) -> None:
@@ -103,6 +114,7 @@ class SpanServer:
                                 message.session_id, message.buyer, message.max_price_per_1k, message.start, message.end
                             )
                         handle, session = self._open(message, peer)
+                        self._peer_sessions[peer] += 1
                         reply: bytes = m.encode(
                             m.Opened(
                                 session_id=session.session_id,
@@ -111,9 +123,9 @@ class SpanServer:
                             )
                         )
                     elif isinstance(message, m.Forward):
-                        reply = await self._forward(session, message)
+                        reply, out = await self._forward(session, message)
                         if paid is not None and session is not None:
-                            paid.observe(session.tokens, reply)
+                            paid.observe(session.tokens, message.pos, message.x, out)
                     elif isinstance(message, m.Close):
                         tokens = session.tokens if session is not None else 0
                         if paid is not None and self.billing is not None and tokens > 0:
@@ -143,6 +155,9 @@ class SpanServer:
         finally:
             if handle is not None:
                 self.sessions.release(handle)
+                self._peer_sessions[peer] -= 1
+                if self._peer_sessions[peer] <= 0:
+                    del self._peer_sessions[peer]
             if paid is not None and self.billing is not None:
                 self.billing.end(paid)
             await framed.close()
@@ -152,9 +167,10 @@ class SpanServer:
         assert self.billing is not None
         stored = self.billing.close(paid, tokens)  # committed to disk before anything is acknowledged
         self.stats.receipts += 1
-        await framed.send(
-            m.encode(m.Closed(tokens=tokens, receipt=receipt_to_wire(stored.receipt), node_sig=stored.node_signature))
-        )
+        # The activation sketch travels with the receipt (its keccak is the receipt's activationCommitment); the
+        # buyer takes it out before countersigning and keeps it with the session's inputs for validators.
+        wire_receipt = receipt_to_wire(stored.receipt) | {"activation_sketch": paid.sketch()}
+        await framed.send(m.encode(m.Closed(tokens=tokens, receipt=wire_receipt, node_sig=stored.node_signature)))
         with trio.move_on_after(COUNTERSIGN_TIMEOUT_S):
             try:
                 answer = m.decode(await framed.recv())
@@ -178,6 +194,8 @@ class SpanServer:
                 ErrorCode.BAD_SPAN,
                 f"this node serves layers {self.span.start}:{self.span.end}, not {message.start}:{message.end}",
             )
+        if len(self.sessions) < self.sessions.limits.max_sessions:  # (a full node answers "node full" below)
+            self._check_peer_share(peer)
         opened = self.sessions.open(
             message.session_id,
             peer,
@@ -189,7 +207,18 @@ class SpanServer:
         self.stats.sessions_opened += 1
         return opened
 
-    async def _forward(self, session: Session | None, message: m.Forward) -> bytes:
+    def _check_peer_share(self, peer: str) -> None:
+        """Session flooding: a peer may hold only its share of the node's slots (other peers keep the rest)."""
+        limit = self.limits.max_sessions_per_peer
+        if limit is None:
+            limit = max(1, (3 * self.sessions.limits.max_sessions + 3) // 4)
+        mine = self._peer_sessions[peer]
+        if mine >= limit:
+            raise WireError(
+                ErrorCode.NODE_FULL, f"this peer already holds {mine} sessions, the most one peer may hold here"
+            )
+
+    async def _forward(self, session: Session | None, message: m.Forward) -> tuple[bytes, np.ndarray]:
         if session is None:
             raise WireError(ErrorCode.NO_SESSION, "send `open` before `fwd`")
         session.check_usable()
@@ -206,11 +235,15 @@ class SpanServer:
             )
         hidden = torch.from_numpy(array.astype(np.float32))  # a writable copy
         session.last_active = time.monotonic()
-        out = await self.scheduler.submit(
-            StepRequest(hidden, session.position, session.cache, session.start, session.end)
-        )
+        start, end = session.start, session.end
+        if self.adversary is not None:  # test-only cheating (inferchain.trust.adversary)
+            start, end = self.adversary.layers(start, end)
+        out = await self.scheduler.submit(StepRequest(hidden, session.position, session.cache, start, end))
+        if self.adversary is not None:
+            out = self.adversary.perturb(out, self._adversary_rng)
         session.position += n
         session.tokens += n
         session.last_active = time.monotonic()
         self.stats.tokens += n
-        return m.encode(m.Output(x=encode_tensor(out.numpy(), session.dtype)))
+        array_out = out.numpy()
+        return m.encode(m.Output(x=encode_tensor(array_out, session.dtype))), array_out

@@ -96,6 +96,7 @@ class NodeInfo(_Message):
     ms_per_layer: float = 0.0  # measured compute per layer per decoded token (0: not measured yet)
     largest_batch: StrictInt = 0  # most decode steps this node has run as one batch
     precision: Literal["fp32", "int8"] = "fp32"  # the weights this node computes with
+    price_per_1k: StrictStr = "0"  # token wei per 1k tokens per layer (decimal text: uint256), "0" on a free node
 
 
 class Announce(_Message):
