@@ -75,6 +75,16 @@ def test_a_good_offer_becomes_a_planner_offer(chain: Chain, staked, verifier: Of
     assert verifier.accepted == 1 and not verifier.rejected
 
 
+@pytest.mark.parametrize("price", [10**16, 10**24])
+def test_realistic_token_prices_are_accepted(chain: Chain, staked, verifier: OfferVerifier, price: int) -> None:
+    # --price 0.01 INFER is 1e16 wei per 1k tokens per layer; 1e24 wei is 1e6 INFER
+    result = verifier.verify_signed(
+        signed_offer(staked, chain.deployment.verdict_domain, price_per_1k=price), peer_id=PEER
+    )
+    assert isinstance(result, Verified), result
+    assert result.offer.price_per_1k == price
+
+
 def test_bad_signature_is_dropped(chain: Chain, staked, verifier: OfferVerifier) -> None:
     data = signed_offer(staked, chain.deployment.verdict_domain)
     data["price_per_1k"] = str(int(data["price_per_1k"]) - 1)  # tampered after signing

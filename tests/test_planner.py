@@ -290,6 +290,67 @@ def test_zero_rtt_ties_never_chain_a_node_to_itself():
         assert_chain(p.plan(M), 0, 10)
 
 
+# ----- large (real token) prices -------------------------------------------------------------------------
+
+INFER = 10**18  # wei per INFER
+
+
+def test_real_token_prices_are_exact():
+    # 0.01 INFER = 1e16 wei per 1k tokens per layer, up to 1e6 INFER (1e24 wei): far beyond int64 sums
+    p = planner(
+        80,
+        offer("a", 0, 80, price=10**6 * INFER, ms=0.1, rtt=5.0),
+        offer("b", 0, 40, price=INFER // 100, ms=1.0, rtt=20.0),
+        offer("c", 40, 80, price=INFER // 100 + 10**15, ms=1.0, rtt=20.0),
+    )
+    fast = p.plan(M)
+    assert fast.hops == (Hop("a", 0, 80),) and fast.price_per_1k == 80 * 10**6 * INFER
+    cheap = p.plan(M, objective="price")
+    assert cheap.price_per_1k == 40 * (INFER // 100) + 40 * (INFER // 100 + 10**15)
+    assert isinstance(cheap.price_per_1k, int)
+    # a price cap exactly at a route's price admits it, one wei less does not
+    capped = p.plan(M, max_price_per_1k=cheap.price_per_1k, objective="latency")
+    assert capped.price_per_1k == cheap.price_per_1k
+    with pytest.raises(PriceCapError) as err:
+        p.plan(M, max_price_per_1k=cheap.price_per_1k - 1)
+    assert err.value.cheapest == cheap.price_per_1k
+
+
+@pytest.mark.parametrize("base, step", [(10**15, 1), (10**22, 10**12), (10**24, 10**16)])
+def test_large_prices_match_brute_force_with_ties(base, step):
+    # binding caps with large prices that differ by one step (one wei at 1e15, 1e-6 INFER at 1e22 wei):
+    # the index (exact whenever num_layers * price / gcd(prices) < 2**62) must see the difference
+    offers = [
+        offer("a", 0, 4, price=base + step, ms=1.0, rtt=10.0),
+        offer("b", 0, 4, price=base, ms=1.0, rtt=10.0),
+        offer("c", 0, 2, price=base - 7 * step, ms=2.0, rtt=10.0),
+        offer("d", 2, 4, price=base - 5 * step, ms=2.0, rtt=10.0),
+        offer("e", 0, 4, price=3 * base, ms=0.5, rtt=1.0),
+    ]
+    p = planner(4, *offers)
+    by_node = {o.node_id: o for o in offers}
+    for cap in (4 * base, 4 * base - 1, 4 * base - 24 * step, 12 * base, 4 * base + 3 * step):
+        for objective in ("latency", "price"):
+            want = brute_force(offers, 0, 4, cap, math.inf, objective)
+            route = p.plan(M, max_price_per_1k=cap, objective=objective)
+            lat, price = route_cost(route, by_node)
+            assert price == route.price_per_1k <= cap
+            assert ((lat, price) if objective == "latency" else (price, lat)) == want
+    assert p.plan(M, max_price_per_1k=4 * base).hops == (Hop("b", 0, 4),)  # not "a", one wei dearer per layer
+
+
+def test_incommensurable_huge_prices_still_meet_the_cap():
+    # no common quantum fits int64: prices are rounded up inside the index, caps are still honoured
+    offers = [offer("a", 0, 80, price=10**27, ms=0.1, rtt=1.0), offer("b", 0, 80, price=10**27 - 10**21 + 1, ms=1.0)]
+    p = planner(80, *offers)
+    assert p.plan(M, max_price_per_1k=100 * 10**27).hops == (Hop("a", 0, 80),)
+    route = p.plan(M, max_price_per_1k=80 * 10**27 - 10**22)  # excludes "a" by 1e22 wei
+    assert route.price_per_1k == route_cost(route, {o.node_id: o for o in offers})[1] <= 80 * 10**27 - 10**22
+    assert route.hops != (Hop("a", 0, 80),)
+    with pytest.raises(InvalidOfferError):
+        p.upsert(offer("c", 0, 80, price=10**27 + 1))
+
+
 # ----- exact optimality against brute force --------------------------------------------------------------
 
 

@@ -27,8 +27,11 @@ from inferchain.marketplace.route_search import SearchHop, search
 
 Objective = Literal["latency", "price"]
 
-# numpy columns are int64: a whole-model price must stay far below 2**63.
-MAX_PRICE_PER_1K = 2**62 // 1024
+# Sanity bound on an offer's price: 1e9 INFER (18 decimals) per 1k tokens per layer. Prices are exact
+# Python ints; the index stores them as int64 multiples of a per-model quantum (see ``_price_units``).
+MAX_PRICE_PER_1K = 10**27
+# Route prices inside the index (num_layers * the largest price unit) must stay below this.
+_INDEX_PRICE_LIMIT = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +301,9 @@ class RoutePlanner:
         gaps = _gaps(table.covered, start, end)
         if gaps:
             raise UncoveredLayersError(self._uncovered_reason(model_id, gaps, excluded), gaps)
-        price_cap: float = math.inf if max_price_per_1k is None else max_price_per_1k
+        quantum = table.offers.price_quantum
+        # Index prices are multiples of the quantum: price <= cap  <=>  units <= cap // quantum.
+        price_cap: float = math.inf if max_price_per_1k is None else max_price_per_1k // quantum
         lat_cap: float = math.inf if max_latency_ms is None else math.floor(max_latency_ms * 1000 + 1e-6)
 
         fastest = table.best_to_end(end, "latency")
@@ -306,7 +311,7 @@ class RoutePlanner:
         if fastest.primary[start] > lat_cap:
             raise LatencyCapError(fastest.primary[start] / 1000, float(max_latency_ms or 0))
         if cheapest.primary[start] > price_cap:
-            raise PriceCapError(int(cheapest.primary[start]), int(max_price_per_1k or 0))
+            raise PriceCapError(int(cheapest.primary[start]) * quantum, int(max_price_per_1k or 0))
         # When the unconstrained lexicographic optimum already meets the other cap it is the answer, and
         # its equally good alternatives are known (ties in the DP), so the choice among them is random.
         best = fastest if objective == "latency" else cheapest
@@ -354,13 +359,16 @@ class RoutePlanner:
             o for o in self._offers[model_id].values() if o.routable and o.free_slots > 0 and o.node_id not in excluded
         ]
         penalty = {n: p.us for n, p in self._penalties.items()}
+        units, quantum, exact = _price_units([o.price_per_1k for o in rows], self._num_layers[model_id])
         arrays = OfferArrays(
             node_ids=tuple(o.node_id for o in rows),
             start=np.array([o.start for o in rows], dtype=np.int64),
             end=np.array([o.end for o in rows], dtype=np.int64),
             rtt_us=np.array([round(o.rtt_ms * 1000) + penalty.get(o.node_id, 0) for o in rows], dtype=np.int64),
             layer_us=np.array([round(o.ms_per_layer * 1000) for o in rows], dtype=np.int64),
-            price=np.array([o.price_per_1k for o in rows], dtype=np.int64),
+            price=np.array(units, dtype=np.int64),
+            price_quantum=quantum,
+            price_exact=exact,
         )
         return build_hop_table(arrays, self._num_layers[model_id])
 
@@ -383,6 +391,8 @@ class RoutePlanner:
             weights = [book[table.offers.node_ids[r]].free_slots for r in rows]
             row = self._rng.choices(rows, weights=weights)[0]
             node = table.offers.node_ids[row]
+            # Exact price in wei from the offer itself (the index may count in units of a quantum).
+            hop = SearchHop(hop.start, hop.end, row, hop.lat_us, (hop.end - hop.start) * book[node].price_per_1k)
             if chosen and chosen[-1][0] == node:  # only possible with rtt 0: merging costs nothing
                 prev = chosen[-1][1]
                 hop = SearchHop(prev.start, hop.end, row, prev.lat_us + hop.lat_us, prev.price + hop.price)
@@ -424,13 +434,33 @@ class RoutePlanner:
             msg = f"fastest route within max_price {max_price} takes {got:g} ms > max_latency {max_latency:g} ms"
         else:
             alt = search(table, start, end, math.inf, lat_cap, "price")
-            got_price = sum(h.price for h in alt or [])
+            got_price = sum(h.price for h in alt or []) * table.offers.price_quantum
             msg = f"cheapest route within max_latency {max_latency:g} ms costs {got_price} > max_price {max_price}"
         return CapsConflictError(msg)
 
 
 def _cost_key(o: Offer) -> tuple:
     return (o.start, o.end, o.price_per_1k, o.ms_per_layer, o.rtt_ms, o.routable, o.free_slots > 0)
+
+
+def _price_units(prices: list[int], num_layers: int) -> tuple[list[int], int, bool]:
+    """Prices as int64-safe units of a quantum: (units, quantum in wei, exact).
+
+    The quantum is the gcd of the prices, so units * quantum == price exactly and every comparison and
+    tie in the index is exact. Real prices are decimal amounts of an 18-decimal token (0.01 INFER =
+    10**16 wei), so the gcd is large and the units small. Only if num_layers * max(units) would still
+    overflow the int64 columns (prices up to MAX_PRICE_PER_1K with no common factor) is the quantum raised
+    and prices rounded UP to it: routes then still meet the price cap, but the choice among routes whose
+    prices differ by less than num_layers quanta is not exact (price_exact=False). Route.price_per_1k is
+    always the exact sum in wei.
+    """
+    quantum = math.gcd(*prices) or 1
+    units = [p // quantum for p in prices]
+    top = max(units, default=0)
+    if top * num_layers < _INDEX_PRICE_LIMIT:
+        return units, quantum, True
+    quantum = -(-max(prices) * num_layers // _INDEX_PRICE_LIMIT) + 1
+    return [-(-p // quantum) for p in prices], quantum, False
 
 
 def _gaps(covered: list[bool], start: int, end: int) -> list[tuple[int, int]]:

@@ -25,7 +25,9 @@ class OfferArrays:
     end: np.ndarray
     rtt_us: np.ndarray  # round-trip time plus any failure penalty
     layer_us: np.ndarray  # compute per layer per token
-    price: np.ndarray  # wei per 1k tokens per layer
+    price: np.ndarray  # per 1k tokens per layer, in units of ``price_quantum`` wei (see planner._price_units)
+    price_quantum: int = 1  # wei per price unit of the index
+    price_exact: bool = True  # False: prices were rounded up to the quantum (huge, incommensurable prices)
 
     def __len__(self) -> int:
         return len(self.node_ids)

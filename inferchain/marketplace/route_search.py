@@ -27,6 +27,8 @@ from inferchain.marketplace.route_index import HopTable
 
 # Hull-walk iterations; any multiplier gives a valid bound, more only make it tighter.
 _HULL_STEPS = 6
+# Relative slack of the float (Lagrangian) bounds.
+_SLACK = 1e-9
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,11 @@ def search(
         lam, dual, incumbent = _lagrangian(table, start, end, by_latency, cap, best_primary, best_resource)
         if incumbent > other_cap:  # the hull route breaks the other cap: no incumbent yet
             incumbent = math.inf
-    bound_cap = min(incumbent, max_lat_us if by_latency else max_price) + 0.5
+    # The Lagrangian bounds are floats: loosen them by a relative slack (large prices make lam * price
+    # big), so rounding can only keep a label, never drop it or pop it too late.
+    slack = 0.5 + _SLACK * (abs(incumbent if math.isfinite(incumbent) else 0.0) + lam * (cap if lam else 0.0))
+    slack += _SLACK * max((abs(d) for d in dual if math.isfinite(d)), default=0.0)
+    bound_cap = min(incumbent, max_lat_us if by_latency else max_price) + slack
 
     lat_of: list[int] = [0]
     price_of: list[int] = [0]
@@ -72,9 +78,11 @@ def search(
         # Lower bounds on the final (primary, secondary); the Lagrangian bound tightens the primary one.
         b, lat, price = at[label], lat_of[label], price_of[label]
         f_lat, f_price = lat + lb_lat[b], price + lb_price[b]
+        if not lam:
+            return (f_lat, f_price, label) if by_latency else (f_price, f_lat, label)
         if by_latency:
-            return (max(f_lat, lat + dual[b] - lam * (max_price - price)), f_price, label)
-        return (max(f_price, price + dual[b] - lam * (max_lat_us - lat)), f_lat, label)
+            return (max(f_lat, lat + dual[b] - lam * (max_price - price) - slack), f_price, label)
+        return (max(f_price, price + dual[b] - lam * (max_lat_us - lat) - slack), f_lat, label)
 
     heap = [key(0)]
     while heap:

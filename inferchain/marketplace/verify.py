@@ -160,7 +160,7 @@ class OfferVerifier:
         standings: StandingCache | None = None,
         allow_unsigned: bool = False,
         reject_slashed: bool = True,
-        max_price_per_1k: int = MAX_PRICE_PER_1K,  # per layer; the planner's int64 columns bound it
+        max_price_per_1k: int = MAX_PRICE_PER_1K,  # per layer, in wei: a sanity bound (1e9 INFER)
         default_rtt_ms: float = DEFAULT_RTT_MS,
         clock: Callable[[], float] = time.time,
     ) -> None:
