@@ -74,10 +74,12 @@ def test_node_batches_concurrent_sessions_and_answers_each_correctly(smollm2, tm
             return outs
 
         for step in range(6):
-            # step 0: ragged prompts of 4..9 tokens; then one decode token per session, all sent at once
-            inputs = [
-                rng.standard_normal((1, 4 + i if step == 0 else 1, H)).astype(np.float32) for i in range(sessions)
-            ]
+            # step 0: ragged prompts of 4..9 tokens; then one decode token per session, all sent at once, except at
+            # step 3, where every other session sends a 3-token chunk that queues between the decode steps
+            def tokens(i: int, step: int = step) -> int:
+                return 4 + i if step == 0 else 3 if step == 3 and i % 2 == 0 else 1
+
+            inputs = [rng.standard_normal((1, tokens(i), H)).astype(np.float32) for i in range(sessions)]
             outs = host.call(step_all, inputs)
             for i in range(sessions):
                 expected = local.forward(torch.from_numpy(inputs[i]), positions[i], caches[i]).numpy()

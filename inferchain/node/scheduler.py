@@ -7,6 +7,7 @@ computing from several threads in turn would start several pools that spin again
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from inferchain.models.batched import decode_batch, supports_batching
 from inferchain.models.span import SpanModel
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class ComputeThread:
@@ -44,7 +46,7 @@ class ComputeThread:
         return future.result()
 
 
-@dataclass
+@dataclass(eq=False)  # identity, not field-wise equality: the backlog removes requests, and tensors can't compare
 class StepRequest:
     hidden: torch.Tensor  # [1, tokens, hidden]
     position: int
@@ -100,11 +102,18 @@ class StepScheduler:
                     self._backlog.append(self._receive.receive_nowait())
                 except trio.WouldBlock:
                     break
-            batch = self._next_decode_batch()
-            if batch:
-                await self._run_batch(batch)
-            else:
-                await self._run_chunk(self._backlog.popleft())
+            try:
+                batch = self._next_decode_batch()
+                if batch:
+                    await self._run_batch(batch)
+                else:
+                    await self._run_chunk(self._backlog.popleft())
+            except Exception as e:  # a scheduling bug must fail the waiting steps, not take the node down
+                log.exception("scheduler failure; failing %d queued steps", len(self._backlog))
+                while self._backlog:
+                    request = self._backlog.popleft()
+                    request.error = e
+                    request.done.set()
 
     def _next_decode_batch(self) -> list[StepRequest]:
         first = next((r for r in self._backlog if r.batchable(self.span)), None)
