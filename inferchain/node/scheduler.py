@@ -84,6 +84,7 @@ class StepScheduler:
         self.compute = ComputeThread()
         self._send, self._receive = trio.open_memory_channel[StepRequest](float("inf"))
         self._backlog: deque[StepRequest] = deque()
+        self._last_was_batch = False
 
     async def submit(self, request: StepRequest) -> torch.Tensor:
         await self._send.send(request)
@@ -103,11 +104,17 @@ class StepScheduler:
                 except trio.WouldBlock:
                     break
             try:
-                batch = self._next_decode_batch()
+                # Decode batches and prefill chunks take turns, so neither kind can starve the other.
+                waiting_chunk = next((r for r in self._backlog if not r.batchable(self.span)), None)
+                batch = [] if (waiting_chunk is not None and self._last_was_batch) else self._next_decode_batch()
                 if batch:
+                    self._last_was_batch = True
                     await self._run_batch(batch)
                 else:
-                    await self._run_chunk(self._backlog.popleft())
+                    self._last_was_batch = False
+                    request = waiting_chunk or self._backlog[0]
+                    self._backlog.remove(request)
+                    await self._run_chunk(request)
             except Exception as e:  # a scheduling bug must fail the waiting steps, not take the node down
                 log.exception("scheduler failure; failing %d queued steps", len(self._backlog))
                 while self._backlog:
