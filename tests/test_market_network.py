@@ -92,7 +92,7 @@ def test_market_process_fills_its_book_from_the_network(nodes, smollm2: Path, tm
             health = http.get("/health").json()
             assert health["live_offers"] == 3 and health["peers"] >= 1 and health["accepted"] >= 3
             assert http.get("/openapi.json").json()["info"]["title"] == "inferchain market"
-            ready = json.loads(log.read_text().splitlines()[0])
+            ready = next(json.loads(x) for x in log.read_text().splitlines() if x.startswith('{"event": "ready"'))
             assert ready["event"] == "ready" and ready["peer_id"] == health["peer_id"]
     finally:
         proc.terminate()

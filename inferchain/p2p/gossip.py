@@ -16,6 +16,7 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
 OFFER_TOPIC_PREFIX = "/inferchain/offers/1/"
+MAX_RELAYED_PER_S = 1000.0
 
 
 def offer_topic(model_id: str) -> str:
@@ -26,7 +27,14 @@ def offer_topic(model_id: str) -> str:
 async def running_pubsub(host: IHost, heartbeat_s: int = 1) -> AsyncIterator[Pubsub]:
     """Start gossipsub on `host` (before dialing peers, so that new connections join the mesh)."""
     router = GossipSub(
-        protocols=[GOSSIPSUB_PROTOCOL_ID], degree=6, degree_low=4, degree_high=12, heartbeat_interval=heartbeat_s
+        protocols=[GOSSIPSUB_PROTOCOL_ID],
+        degree=6,
+        degree_low=4,
+        degree_high=12,
+        heartbeat_interval=heartbeat_s,
+        # A mesh neighbour relays every node's announcements of a model: with N nodes announcing every T seconds
+        # that is N/T messages per second from one peer, far above py-libp2p's default of 10.
+        max_messages_per_topic_per_second=MAX_RELAYED_PER_S,
     )
     pubsub = Pubsub(host, router)
     async with background_trio_service(pubsub), background_trio_service(router):
