@@ -17,6 +17,7 @@ from inferchain.wire.errors import ErrorCode, WireError
 from inferchain.wire.tensors import WireDType, decode_tensor, encode_tensor
 
 if TYPE_CHECKING:
+    from inferchain.trust.validator import SessionEvidence
     from inferchain.wallet.buyer import Buyer
     from inferchain.wallet.receipts import SignedReceipt
 
@@ -103,6 +104,12 @@ class RemoteSpan:
         self.tokens_sent = 0
         self.receipt: SignedReceipt | None = None
         self.receipt_error: str | None = None
+        # Paid sessions keep what validators need (see docs/trust.md): the exact wire inputs sent and the outputs
+        # received (to check the node's activation sketch at close), then the evidence, kept until the caller
+        # drops this object; bounded by the session's max_length, which the node enforces.
+        self._sent: list[tuple[int, dict]] = []
+        self._received: list[np.ndarray] = []
+        self.evidence: SessionEvidence | None = None
 
     @property
     def name(self) -> str:
@@ -153,7 +160,8 @@ class RemoteSpan:
         n = hidden.shape[1]
         try:
             with trio.fail_after(self.timeouts.step_s + n * self.timeouts.per_token_s):
-                reply = await _exchange(self._framed, m.Forward(pos=position, x=encode_tensor(hidden, self.dtype)))
+                wire = encode_tensor(hidden, self.dtype)
+                reply = await _exchange(self._framed, m.Forward(pos=position, x=wire))
             if not isinstance(reply, m.Output):
                 raise WireError(ErrorCode.BAD_MESSAGE, f"expected out, got {reply.t}")
             out = decode_tensor(reply.x, self.hidden_size, n)
@@ -164,6 +172,9 @@ class RemoteSpan:
             raise self._error(e) from None
         self.position = position + n
         self.tokens_sent += n
+        if self.buyer is not None:
+            self._sent.append((position, wire))
+            self._received.append(out.reshape(n, -1))
         return out
 
     async def close(self) -> int:
@@ -189,9 +200,15 @@ class RemoteSpan:
         from inferchain.wallet.receipts import InvalidReceipt
 
         assert self.buyer is not None and closed.receipt is not None
+        receipt_data = dict(closed.receipt)
+        sketch = receipt_data.pop("activation_sketch", None)
+        problem = self._check_sketch(sketch, receipt_data)
+        if problem is not None:
+            self.receipt_error = "refusing to countersign: " + problem
+            return
         try:
             signed = self.buyer.countersign(
-                closed.receipt,
+                receipt_data,
                 closed.node_sig or b"",
                 session_id=self.session_id,
                 span=(self.start, self.end),
@@ -203,6 +220,36 @@ class RemoteSpan:
         reply = await _exchange(framed, m.Countersign(buyer_sig=signed.buyer_signature))
         if isinstance(reply, m.Countersigned):
             self.receipt = signed
+            assert isinstance(sketch, bytes)
+            self.evidence = SessionEvidence(signed.receipt, signed.node_signature, sketch, self._sent)
+
+    def _check_sketch(self, sketch: object, receipt_data: dict) -> str | None:
+        """The node's activation sketch must describe the outputs this buyer received (a node cannot commit to
+        one thing and send another); validators then check the sketch against a re-run. i8 wire outputs are too
+        coarse for the tolerance and are not checked here (docs/trust.md)."""
+        from eth_utils import keccak
+
+        from inferchain.trust.commitment import CommitmentError, Sketch, compare
+        from inferchain.wallet.buyer import receipt_from_wire
+        from inferchain.wallet.receipts import InvalidReceipt
+
+        if not isinstance(sketch, bytes):
+            return "the node sent no activation sketch"
+        try:
+            parsed = Sketch.from_bytes(sketch)
+        except CommitmentError as e:
+            return f"bad activation sketch: {e}"
+        try:
+            commitment = receipt_from_wire(receipt_data).activation_commitment
+        except (InvalidReceipt, ValueError) as e:
+            return f"malformed receipt: {e}"
+        if commitment != bytes(keccak(sketch)):
+            return "the activation sketch does not hash to the receipt's commitment"
+        if self.dtype != "i8" and self._received:
+            result = compare(parsed, np.concatenate(self._received))
+            if result.mismatch:
+                return f"the activation sketch does not match the outputs received ({result.failed_tokens} tokens)"
+        return None
 
     async def abort(self) -> None:
         if self._framed is not None:

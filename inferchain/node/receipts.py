@@ -14,19 +14,19 @@ store itself refuses a second receipt for the same session and span (that would 
 
 from __future__ import annotations
 
-import hashlib
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from sqlalchemy import BigInteger, Float, Integer, String, create_engine, event, select, update
+from sqlalchemy import BigInteger, Float, Integer, LargeBinary, String, create_engine, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from inferchain.trust.commitment import CommitmentBuilder
 from inferchain.wallet.receipts import InvalidReceipt, Receipt, SignedReceipt
 from inferchain.wallet.typed_data import Domain
 
@@ -78,6 +78,14 @@ class _Row(_Base):
     updated_at: Mapped[float] = mapped_column(Float)
     settled_tx: Mapped[str | None] = mapped_column(String(66), nullable=True)
     settled_block: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class _SketchRow(_Base):
+    """The activation sketch behind each receipt's `activation_commitment` (keccak256 of `sketch`)."""
+
+    __tablename__ = "activation_sketches"
+    key: Mapped[str] = mapped_column(String(66), primary_key=True)
+    sketch: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 def _hex(b: bytes) -> str:
@@ -181,7 +189,10 @@ class ReceiptStore:
 
     # -- writes (each one committed before returning) -----------------------------------------------------
 
-    def add_signed(self, receipt: Receipt, node_signature: bytes, domain: Domain) -> StoredReceipt:
+    def add_signed(
+        self, receipt: Receipt, node_signature: bytes, domain: Domain, sketch: bytes | None = None
+    ) -> StoredReceipt:
+        """Stores a signed receipt (and the activation sketch it commits to) in one transaction."""
         now = time.time()
         row = _Row(
             key=_hex(receipt.key),
@@ -209,6 +220,8 @@ class ReceiptStore:
         try:
             with Session(self.engine) as s, s.begin():
                 s.add(row)
+                if sketch:
+                    s.add(_SketchRow(key=row.key, sketch=sketch))
         except IntegrityError:
             raise DuplicateReceipt(f"a receipt for key {_hex(receipt.key)} is already stored") from None
         return self.get(_hex(receipt.key))
@@ -252,6 +265,12 @@ class ReceiptStore:
             if row is None:
                 raise ReceiptStoreError(f"no receipt with key {key}")
             return _load(row)
+
+    def sketch(self, key: str) -> bytes | None:
+        """The activation sketch stored with receipt `key` (None for receipts without one)."""
+        with Session(self.engine) as s:
+            row = s.get(_SketchRow, key)
+            return None if row is None else bytes(row.sketch)
 
     def has(self, key: bytes | str) -> bool:
         k = key if isinstance(key, str) else _hex(key)
@@ -308,8 +327,10 @@ class ReceiptSigner:
         tokens_in: int,
         tokens_out: int,
         commitment: bytes,
+        sketch: bytes | None = None,
     ) -> StoredReceipt:
-        """Signs and durably stores the receipt; raises DuplicateReceipt if this session+span was signed before."""
+        """Signs and durably stores the receipt; raises DuplicateReceipt if this session+span was signed before.
+        `sketch`: the activation sketch whose keccak256 is `commitment`, stored with it."""
         receipt = Receipt(
             session_id=session_id,
             buyer=buyer,
@@ -323,7 +344,7 @@ class ReceiptSigner:
             activation_commitment=commitment,
             expiry=int(time.time()) + self.ttl_s,
         )
-        return self.store.add_signed(receipt, receipt.sign(self.account, self.domain), self.domain)
+        return self.store.add_signed(receipt, receipt.sign(self.account, self.domain), self.domain, sketch)
 
     def countersigned(self, key: str, buyer_signature: bytes) -> StoredReceipt:
         stored = self.store.add_countersignature(key, buyer_signature)
@@ -343,18 +364,24 @@ class PaidSession:
     buyer: str
     span: tuple[int, int]
     first_tokens: int | None = None  # the prompt (first forward) is `tokens_in`, the rest `tokens_out`
-    outputs: Any = field(default_factory=hashlib.sha256)
+    activations: CommitmentBuilder | None = None
 
-    def observe(self, tokens_total: int, reply: bytes) -> None:
-        """Called after each forward: counts tokens and folds the encoded output into the commitment."""
+    def observe(self, tokens_total: int, reply: bytes = b"") -> None:
+        """Called after each forward: counts tokens (the first forward is the prompt). `reply` is not used."""
         if self.first_tokens is None:
             self.first_tokens = tokens_total
-        self.outputs.update(hashlib.sha256(reply).digest())
 
-    @property
-    def commitment(self) -> bytes:
-        """sha256 chain over the sha256 of every `out` message this span sent (validators re-run and compare)."""
-        return bytes(self.outputs.copy().digest())
+    def record_activations(self, position: int, wire_input: dict[str, Any], output: Any) -> None:
+        """Adds one forward's input (as received) and fp32 output to the session's activation sketch."""
+        if self.activations is None:
+            self.activations = CommitmentBuilder(int(output.shape[-1]))
+        self.activations.observe(position, wire_input, output)
+
+    def sketch(self) -> bytes:
+        """The serialized activation sketch (inferchain.trust.commitment); its keccak goes into the receipt."""
+        if self.activations is None:
+            return b""
+        return self.activations.sketch().to_bytes()
 
 
 class SessionBilling:
@@ -406,7 +433,11 @@ class SessionBilling:
 
     def close(self, paid: PaidSession, tokens_total: int) -> StoredReceipt:
         """Signs and stores the session's receipt (durable before the caller replies `closed`)."""
+        from eth_utils import keccak
+
         first = paid.first_tokens or 0
+        sketch = paid.sketch()
+        commitment = bytes(keccak(sketch)) if sketch else bytes(32)
         return self.signer.sign(
-            paid.session_id, paid.buyer, self.model_id, paid.span, first, tokens_total - first, paid.commitment
+            paid.session_id, paid.buyer, self.model_id, paid.span, first, tokens_total - first, commitment, sketch
         )

@@ -125,7 +125,8 @@ class SpanServer:
                     elif isinstance(message, m.Forward):
                         reply, out = await self._forward(session, message)
                         if paid is not None and session is not None:
-                            paid.observe(session.tokens, message.pos, message.x, out)
+                            paid.observe(session.tokens)
+                            paid.record_activations(message.pos, message.x, out)
                     elif isinstance(message, m.Close):
                         tokens = session.tokens if session is not None else 0
                         if paid is not None and self.billing is not None and tokens > 0:
