@@ -13,7 +13,7 @@ echo "==> ruff"
 ruff check .
 echo "==> mypy"
 mypy inferchain/wire inferchain/models inferchain/client inferchain/p2p inferchain/node inferchain/wallet
-mypy inferchain/marketplace
+mypy inferchain/marketplace inferchain/trust
 echo "==> contracts"
 bash scripts/contracts_test.sh
 echo "==> pytest"
