@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,3 +51,45 @@ def swarm(smollm2: Path, tmp_path_factory: pytest.TempPathFactory):
     workdir = tmp_path_factory.mktemp("swarm")
     with local_swarm([(0, 10), (10, 20), (20, 30), (10, 20)], workdir, smollm2) as nodes:
         yield nodes
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL server on 127.0.0.1 (scripts/postgres.sh); skipped only where it cannot be installed
+    or started, never in CI."""
+    folder = tempfile.mkdtemp(prefix="inferchain-pg-")
+    script = str(REPO / "scripts" / "postgres.sh")
+    proc = subprocess.run(["bash", script, "start", folder], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL could not be started:\n{proc.stderr[-2000:]}")
+        pytest.skip(f"PostgreSQL could not be installed or started: {proc.stderr.strip()[-300:]}")
+    try:
+        yield proc.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(["bash", script, "stop", folder], timeout=60, check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same tests on SQLite and on a fresh database of the real PostgreSQL server."""
+    from sqlalchemy import text
+
+    from inferchain.marketplace.db import make_engine
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.sqlite'}"
+        return
+    base: str = request.getfixturevalue("postgres_url")
+    name = f"test_{os.getpid()}_{time.monotonic_ns()}"
+    admin = make_engine(base).execution_options(isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

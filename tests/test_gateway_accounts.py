@@ -3,10 +3,6 @@ quotas under concurrent bursts on SQLite and on a real PostgreSQL server, and re
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +12,7 @@ import httpx
 import pytest
 import uvicorn
 from eth_account import Account
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from inferchain.marketplace.db import make_engine
 from inferchain.marketplace.gateway import siwe
@@ -29,42 +25,6 @@ from inferchain.marketplace.service import MarketState, create_app
 
 REPO = Path(__file__).resolve().parents[1]
 RESELLER = "0x" + "11" * 20
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    folder = tempfile.mkdtemp(prefix="inferchain-pg-")
-    proc = subprocess.run(
-        ["bash", str(REPO / "scripts" / "postgres.sh"), "start", folder], capture_output=True, text=True, timeout=300
-    )
-    if proc.returncode != 0:
-        shutil.rmtree(folder, ignore_errors=True)
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL could not be started:\n{proc.stderr[-2000:]}")
-        pytest.skip(f"PostgreSQL could not be installed or started: {proc.stderr.strip()[-300:]}")
-    try:
-        yield proc.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run(["bash", str(REPO / "scripts" / "postgres.sh"), "stop", folder], timeout=60, check=False)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'gateway.sqlite'}"
-        return
-    base: str = request.getfixturevalue("postgres_url")
-    name = f"gw_{os.getpid()}_{time.monotonic_ns()}"
-    admin = make_engine(base).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_keys_are_hashed_checked_revoked_and_rotated(database_url: str) -> None:

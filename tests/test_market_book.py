@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,43 +15,6 @@ from inferchain.marketplace.verify import Verified
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "sha256:" + "ab" * 32
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    """A throwaway PostgreSQL server on 127.0.0.1; skipped only where it cannot be installed (never in CI)."""
-    folder = tempfile.mkdtemp(prefix="inferchain-pg-")
-    proc = subprocess.run(
-        ["bash", str(REPO / "scripts" / "postgres.sh"), "start", folder], capture_output=True, text=True, timeout=300
-    )
-    if proc.returncode != 0:
-        shutil.rmtree(folder, ignore_errors=True)
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL could not be started:\n{proc.stderr[-2000:]}")
-        pytest.skip(f"PostgreSQL could not be installed or started: {proc.stderr.strip()[-300:]}")
-    try:
-        yield proc.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run(["bash", str(REPO / "scripts" / "postgres.sh"), "stop", folder], timeout=60, check=False)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'market.sqlite'}"
-        return
-    base: str = request.getfixturevalue("postgres_url")
-    name = f"book_{os.getpid()}_{time.monotonic_ns()}"
-    admin = make_engine(base).execution_options(isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def verified(node: str, start: int, end: int, price: int = 5, expires_at: float | None = None) -> Verified:
