@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from eth_account import Account
 from sqlalchemy import select
 
@@ -22,6 +21,7 @@ from inferchain.marketplace.gateway.metering import Meter, QuotaExceeded
 from inferchain.marketplace.gateway.runner import Runners, static_peers
 from inferchain.marketplace.gateway.state import Gateway
 from inferchain.marketplace.service import MarketState, create_app
+from tests.http_server import serve_app
 
 REPO = Path(__file__).resolve().parents[1]
 RESELLER = "0x" + "11" * 20
@@ -107,20 +107,6 @@ def test_spend_and_rate_limits(tmp_path: Path) -> None:
 
 
 # ----- reseller sign-in and admin API over HTTP -----------------------------------------------------------
-def _serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +118,7 @@ def admin_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, G
     engine = make_engine(f"sqlite:///{path}")
     runners = Runners([], static_peers([]))
     gateway = Gateway(init_gateway_db(engine), runners, domain="gateway.test")
-    server, thread, url = _serve(create_app(MarketState(OfferBook(init_db(engine), {})), gateway))
+    server, thread, url = serve_app(create_app(MarketState(OfferBook(init_db(engine), {})), gateway))
     try:
         yield url, gateway
     finally:

@@ -4,7 +4,6 @@ under uvicorn, keys made through the reseller admin API, and the official `opena
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,30 +11,14 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-import uvicorn
 from eth_account import Account
 
 from inferchain.marketplace.gateway import siwe
+from tests.http_server import serve_app
 
 pytestmark = pytest.mark.integration
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-def _serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +53,7 @@ def gateway(nodes, smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('gw') / 'market.sqlite'}")
     runners = Runners([smollm2], static_peers([n.addr for n in nodes]))
     gw = Gateway(init_gateway_db(engine), runners, domain="gateway.test")
-    server, thread, url = _serve(create_app(MarketState(OfferBook(init_db(engine), {})), gw))
+    server, thread, url = serve_app(create_app(MarketState(OfferBook(init_db(engine), {})), gw))
     reseller = Account.create()
     with httpx.Client(base_url=url, timeout=30) as http:
         n = http.get("/admin/nonce").json()

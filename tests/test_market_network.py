@@ -5,7 +5,6 @@ a staked wallet (in-process EVM) is verified on the way in; a forged one is drop
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -16,15 +15,10 @@ import pytest
 from eth_utils import keccak
 
 from inferchain.node.launch import start_node
+from inferchain.wallet.devnet import free_port
 
 pytestmark = pytest.mark.integration
 SPANS = ((0, 10), (10, 20), (20, 30))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(check, timeout_s: float, what: str):

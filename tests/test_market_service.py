@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from inferchain.marketplace.book import OfferBook
 from inferchain.marketplace.db import init_db, make_engine
 from inferchain.marketplace.planner import Offer
 from inferchain.marketplace.service import MarketState, create_app
 from inferchain.marketplace.verify import OfferVerifier, Verified
+from tests.http_server import serve_app
 
 MODEL = "sha256:" + "ab" * 32
 SMALL = "sha256:" + "cd" * 32
@@ -30,12 +28,6 @@ def verified(node: str, model: str, start: int, end: int, price: int, ms: float 
     return Verified(offer, (f"/ip4/127.0.0.1/tcp/9/p2p/{node}",), None, None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, OfferBook]]:
     path: Path = tmp_path_factory.mktemp("market") / "market.sqlite"
@@ -47,16 +39,9 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Offe
     book.upsert(verified("cheapB", MODEL, 15, 30, price=1, ms=3.0))
     book.upsert(verified("half", SMALL, 0, 2, price=1))
     state = MarketState(book, OfferVerifier(models, allow_unsigned=True))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(state), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
+    server, thread, url = serve_app(create_app(state))
     try:
-        yield f"http://127.0.0.1:{port}", book
+        yield url, book
     finally:
         server.should_exit = True
         thread.join(timeout=10)
