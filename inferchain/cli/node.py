@@ -228,7 +228,9 @@ def _billing(paid: _Paid, span: Any, home: Path, receipt_ttl: int, offer_ttl: in
 
     dep = paid.chain.deployment
     store = ReceiptStore(home)
-    signer = ReceiptSigner(store, paid.account, dep.receipt_domain, paid.price_per_1k, receipt_ttl)
+    signer = ReceiptSigner(
+        store, paid.account, dep.receipt_domain, paid.price_per_1k, receipt_ttl, paid.chain.authorized_signers()
+    )
     billing = SessionBilling(signer, model_id_bytes32(span.info.model_id))
     offers = OfferSigner(
         paid.account,

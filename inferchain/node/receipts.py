@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,10 +302,19 @@ class ReceiptSigner:
     """What a paid node does at session close: build the receipt, sign it, store it, then accept the countersign."""
 
     def __init__(
-        self, store: ReceiptStore, account: LocalAccount, domain: Domain, price_per_1k: int, ttl_s: int
+        self,
+        store: ReceiptStore,
+        account: LocalAccount,
+        domain: Domain,
+        price_per_1k: int,
+        ttl_s: int,
+        authorized: Callable[[str, str], bool] | None = None,
     ) -> None:
+        """`authorized(buyer, signer)`: whether the escrow lets `signer` countersign for `buyer` (a reseller's
+        gateway key); None: only the buyer itself may countersign."""
         self.store, self.account, self.domain = store, account, domain
         self.price_per_1k, self.ttl_s = price_per_1k, ttl_s
+        self.authorized = authorized
         self.earned_wei = 0  # countersigned this run (what settlement will pay, before the protocol fee)
 
     @property
@@ -347,7 +356,13 @@ class ReceiptSigner:
         return self.store.add_signed(receipt, receipt.sign(self.account, self.domain), self.domain, sketch)
 
     def countersigned(self, key: str, buyer_signature: bytes) -> StoredReceipt:
-        stored = self.store.add_countersignature(key, buyer_signature)
+        signer = None
+        if self.authorized is not None:
+            pending = self.store.get(key)
+            who = pending.receipt.recover(buyer_signature, pending.domain)
+            if who != pending.receipt.buyer and self.authorized(pending.receipt.buyer, who):
+                signer = who
+        stored = self.store.add_countersignature(key, buyer_signature, signer)
         self.earned_wei += stored.receipt.amount_owed
         return stored
 

@@ -5,7 +5,8 @@ Every other room reaches the contracts through `Chain`; nothing outside `inferch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,24 @@ class Chain:
             Web3.to_checksum_address(signer), authorized
         )
         send(self.w3, sender, fn)
+
+    def is_authorized_signer(self, buyer: str, signer: str) -> bool:
+        fn = self.contracts.escrow.functions.isAuthorizedSigner
+        return bool(fn(Web3.to_checksum_address(buyer), Web3.to_checksum_address(signer)).call())
+
+    def authorized_signers(self, ttl_s: float = 30.0) -> Callable[[str, str], bool]:
+        """`is_authorized_signer` with answers cached for `ttl_s` (a node asks once per paid session's close)."""
+        cache: dict[tuple[str, str], tuple[float, bool]] = {}
+
+        def check(buyer: str, signer: str) -> bool:
+            now = time.monotonic()
+            hit = cache.get((buyer, signer))
+            if hit is None or now - hit[0] > ttl_s:
+                hit = (now, self.is_authorized_signer(buyer, signer))
+                cache[(buyer, signer)] = hit
+            return hit[1]
+
+        return check
 
     # -- settlement ----------------------------------------------------------------------------------------
 
