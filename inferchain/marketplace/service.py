@@ -36,6 +36,14 @@ class MarketState:
     verifier: OfferVerifier | None = None
     listener: Any = None  # inferchain.marketplace.listener.OfferListener, when subscribed to the network
     started_at: float = field(default_factory=time.time)
+    chain: Any = None  # inferchain.wallet.chain.Chain; by default the one the verifier checks stakes on
+
+    def __post_init__(self) -> None:
+        if self.chain is None and self.verifier is not None and self.verifier.standings is not None:
+            from inferchain.wallet.chain import Chain
+
+            chain = self.verifier.standings.chain
+            self.chain = chain if isinstance(chain, Chain) else None
 
 
 # ----- schemas --------------------------------------------------------------------------------------------
@@ -252,7 +260,8 @@ def _no_route(e: NoRouteError) -> NoRouteOut:
 
 def create_app(state: MarketState, gateway: Any = None) -> FastAPI:
     """The market's app; with `gateway` (an `inferchain.marketplace.gateway.state.Gateway`) it also serves the
-    OpenAI-compatible API and the reseller admin API (docs/gateway.md)."""
+    OpenAI-compatible API and the reseller admin API (docs/gateway.md). The web UI (docs/webui.md) is always served
+    at /app; its chat page needs the gateway's models."""
     app = FastAPI(
         title="inferchain market",
         version="1",
@@ -265,4 +274,7 @@ def create_app(state: MarketState, gateway: Any = None) -> FastAPI:
         from inferchain.marketplace.gateway.mount import install
 
         install(app, gateway)
+    from inferchain.marketplace.webui.mount import install as install_webui
+
+    install_webui(app, state, gateway)
     return app
