@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import ast
+import contextlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -74,6 +77,9 @@ def _revert_data(exc: BaseException) -> str | bytes | None:
         for item in (getattr(seen, "data", None), *seen.args):
             if isinstance(item, dict):  # Hardhat: {"message": ..., "data": "0x..."}
                 item = item.get("data")
+            if isinstance(item, str) and item.startswith(("b'", 'b"')):  # eth-tester's eth_call: repr of the bytes
+                with contextlib.suppress(ValueError, SyntaxError):
+                    item = ast.literal_eval(item)
             if isinstance(item, str) and item.startswith("0x") and len(item) >= 10:
                 return item
             if isinstance(item, bytes) and len(item) >= 4:  # eth-tester: raw revert bytes
@@ -101,6 +107,53 @@ def sender_address(sender: Sender) -> str:
     return sender if isinstance(sender, str) else str(sender.address)
 
 
+@dataclass(frozen=True)
+class SignedTx:
+    """A transaction signed by a local key but maybe not sent yet: record it, then `broadcast` it (the same bytes
+    sent again are the same transaction, so re-sending after a crash can never pay twice)."""
+
+    hash: str
+    raw: bytes
+    sender: str
+    nonce: int
+
+
+def sign_call(w3: Web3, account: LocalAccount, call: Any, *, what: str | None = None) -> SignedTx:
+    """Builds and signs `call` at the sender's next (pending) nonce; gas estimation raises TransactionFailed,
+    naming the contract's custom error, when the call would revert."""
+    label = what or getattr(call, "fn_name", None) or "transaction"
+    address = Web3.to_checksum_address(account.address)
+    try:
+        nonce = w3.eth.get_transaction_count(address, "pending")
+        tx = call.build_transaction({"from": address, "value": 0, "nonce": nonce, "chainId": w3.eth.chain_id})
+    except Exception as exc:
+        if not _is_revert(exc):
+            raise
+        raise _revert(exc, label) from exc
+    signed = account.sign_transaction(tx)
+    return SignedTx("0x" + bytes(signed.hash).hex(), bytes(signed.raw_transaction), address, int(nonce))
+
+
+def broadcast(w3: Web3, tx: SignedTx) -> None:
+    """Sends a signed transaction; one the node already holds (a re-send after a crash) is not an error."""
+    try:
+        w3.eth.send_raw_transaction(tx.raw)
+    except Exception as exc:
+        text = str(exc).lower()
+        if "already known" in text or "already imported" in text or "known transaction" in text:
+            return
+        raise
+
+
+def wait_mined(w3: Web3, tx_hash: Any, label: str, timeout_s: float = RECEIPT_TIMEOUT_S) -> Any:
+    """The transaction's receipt once mined; TransactionFailed if it reverted."""
+    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=timeout_s)
+    if receipt["status"] != 1:
+        shown = tx_hash if isinstance(tx_hash, str) else "0x" + bytes(tx_hash).hex()
+        raise TransactionFailed(f"{label} reverted in block {receipt['blockNumber']} (tx {shown})")
+    return receipt
+
+
 def send(w3: Web3, sender: Sender, call: Any, *, what: str | None = None, value: int = 0) -> Any:
     """Sends `call` (a bound contract function or constructor) and waits for its receipt.
 
@@ -126,10 +179,7 @@ def send(w3: Web3, sender: Sender, call: Any, *, what: str | None = None, value:
         if not _is_revert(exc):
             raise
         raise _revert(exc, label) from exc
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT_S)
-    if receipt["status"] != 1:
-        raise TransactionFailed(f"{label} reverted in block {receipt['blockNumber']} (tx {tx_hash.hex()})")
-    return receipt
+    return wait_mined(w3, tx_hash, label)
 
 
 def call_view(call: Any, *, what: str | None = None) -> Any:
