@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import delete
 
 from inferchain.marketplace.gateway import siwe
-from inferchain.marketplace.gateway.db import AdminNonceRow, AdminTokenRow, ResellerRow
+from inferchain.marketplace.gateway.db import AdminNonceRow, AdminTokenRow, ReceiptRow, ResellerRow
 from inferchain.marketplace.gateway.keys import KeyInfo, Limits
 from inferchain.marketplace.gateway.openai_api import GatewayDep
 
@@ -178,7 +178,7 @@ async def usage(
     key_id: Annotated[str | None, Query()] = None,
     since: Annotated[float, Query(description="UNIX time")] = 0.0,
 ) -> UsageOut:
-    rows = await anyio.to_thread.run_sync(gw.meter.usage, who, key_id, since)
+    rows, receipts = await anyio.to_thread.run_sync(gw.meter.usage, who, key_id, since)
     settled = [r for r in rows if r.status == "settled"]
     return UsageOut(
         requests=len(settled),
@@ -189,5 +189,13 @@ async def usage(
         rows=[{"id": r.id, "key_id": r.key_id, "model_id": r.model_id, "status": r.status,
                "created_at": r.created_at, "prompt_tokens": r.prompt_tokens,
                "completion_tokens": r.completion_tokens, "spend": r.spend, "price_per_1k": r.price_per_1k,
-               "route": r.route, "receipts": r.receipts, "error": r.error} for r in rows],
+               "route": r.route, "receipts": [_receipt_out(rc) for rc in receipts.get(r.id, [])],
+               "error": r.error} for r in rows],
     )  # fmt: skip
+
+
+def _receipt_out(rc: ReceiptRow) -> dict[str, Any]:
+    """A paid request's node receipt and where its settlement stands (amounts in token wei, as text)."""
+    span = [rc.receipt["span_start"], rc.receipt["span_end"]]
+    return {"key": rc.key, "node": rc.node, "span": span, "amount": rc.amount, "fee": rc.fee, "state": rc.state,
+            "settled_tx": rc.settled_tx, "settled_block": rc.settled_block, "error": rc.error}  # fmt: skip

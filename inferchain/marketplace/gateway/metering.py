@@ -3,14 +3,20 @@ work starts, and settles to what it really used afterwards. Reservations count a
 are open, so a burst of concurrent requests cannot together pass a limit that each alone would fit.
 
 Reserving is serialised: by a lock in this process and, on PostgreSQL, by `SELECT ... FOR UPDATE` on the key's
-row (several gateway processes on one database). Windows: tokens per UTC day, spend per UTC calendar month,
-requests per rolling minute.
+row and on its reseller's row (several gateway processes on one database). Windows: tokens per UTC day, spend per
+UTC calendar month, requests per rolling minute.
+
+Paid mode (`escrow` set): the reseller's escrow balance on-chain, less what it already owes here (open
+reservations, and receipts not settled on-chain yet), must cover the request's worst case, else
+InsufficientBalance. A settled paid request costs exactly the sum of its node receipts, which are stored beside
+its usage row for the settlement worker.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +24,10 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from inferchain.marketplace.gateway.db import ApiKeyRow, UsageRow
+from inferchain.marketplace.gateway.db import ApiKeyRow, ReceiptRow, ResellerRow, UsageRow
+from inferchain.wallet.receipts import SignedReceipt
+
+UNSETTLED = ("pending", "submitted")  # receipt states the reseller still owes
 
 
 class QuotaExceeded(Exception):
@@ -27,6 +36,14 @@ class QuotaExceeded(Exception):
     def __init__(self, kind: str, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.kind, self.message, self.retry_after_s = kind, message, retry_after_s
+
+
+class InsufficientBalance(Exception):
+    """The reseller's escrow, less what it owes here, cannot pay the request's worst case."""
+
+    def __init__(self, available: int, needed: int) -> None:
+        super().__init__(f"the reseller's escrow can pay {max(0, available)} wei more; this request may cost {needed}")
+        self.available, self.needed = available, needed
 
 
 @dataclass(frozen=True)
@@ -60,9 +77,37 @@ _SPEND = case(
 )
 
 
+def owed(s: Session, reseller: str) -> int:
+    """Token wei the reseller owes here and the escrow has not paid yet: open reservations and unsettled
+    receipts."""
+    reserved = s.scalar(select(func.coalesce(func.sum(UsageRow.reserved_spend), 0)).where(
+        UsageRow.reseller == reseller, UsageRow.status == "reserved"
+    ))  # fmt: skip
+    amounts = s.scalars(select(ReceiptRow.amount).where(ReceiptRow.reseller == reseller,
+                                                        ReceiptRow.state.in_(UNSETTLED)))  # fmt: skip
+    return int(reserved or 0) + sum(int(a) for a in amounts)
+
+
+def receipt_rows(usage_id: str, receipts: Sequence[SignedReceipt], now: float) -> list[ReceiptRow]:
+    rows = []
+    for signed in receipts:
+        r = signed.receipt
+        data = r.to_json()
+        data["price_per_1k"] = str(data["price_per_1k"])
+        rows.append(ReceiptRow(
+            key="0x" + r.key.hex(), usage_id=usage_id, reseller=r.buyer, node=r.node, receipt=data,
+            node_signature="0x" + signed.node_signature.hex(), buyer_signature="0x" + signed.buyer_signature.hex(),
+            amount=str(r.amount_owed), expiry=r.expiry, state="pending", attempts=0, next_attempt_at=0.0,
+            created_at=now, updated_at=now,
+        ))  # fmt: skip
+    return rows
+
+
 class Meter:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], escrow: Callable[[str], int] | None = None) -> None:
+        """`escrow(reseller)`: its escrow balance on-chain (paid mode); None: balances are not checked."""
         self.sessions = sessions
+        self.escrow = escrow
         self._lock = threading.Lock()
 
     def reserve(self, request_id: str, key_id: str, model_id: str, tokens: int, spend: int) -> Reservation:
@@ -99,6 +144,11 @@ class Meter:
                         f"this request may cost up to {spend} wei; {max(0, key.spend_per_month - spent)} of the "
                         f"key's {key.spend_per_month} wei per month are left",
                     )
+            if self.escrow is not None:
+                s.scalar(select(ResellerRow).where(ResellerRow.address == key.reseller).with_for_update())
+                available = self.escrow(key.reseller) - owed(s, key.reseller)
+                if available < spend:
+                    raise InsufficientBalance(available, spend)
             s.add(
                 UsageRow(
                     id=request_id,
@@ -130,20 +180,24 @@ class Meter:
         spend: int,
         price_per_1k: int,
         route: list[Any],
-        receipts: list[Any],
+        receipts: Sequence[SignedReceipt] = (),
         error: str | None = None,
     ) -> None:
         """Replace the reservation by what the request used (also for a request that failed part-way: the
-        tokens the nodes served are still owed)."""
+        tokens the nodes served are still owed). Paid requests' node receipts are stored in the same
+        transaction (state `pending`, for the settlement worker)."""
+        now = time.time()
         with self.sessions.begin() as s:
             row = s.get(UsageRow, reservation.id)
             if row is None or row.status != "reserved":
                 return
             row.status = "settled"
-            row.settled_at = time.time()
+            row.settled_at = now
             row.prompt_tokens, row.completion_tokens = prompt_tokens, completion_tokens
             row.spend, row.price_per_1k = spend, price_per_1k
-            row.route, row.receipts, row.error = route, receipts, error
+            row.route, row.error = route, error
+            row.receipts = ["0x" + r.receipt.key.hex() for r in receipts]
+            s.add_all(receipt_rows(row.id, receipts, now))
 
     def release(self, reservation: Reservation, error: str) -> None:
         """The request did no work (no route, bad input found late): the reservation counts for nothing."""
@@ -152,9 +206,18 @@ class Meter:
             if row is not None and row.status == "reserved":
                 row.status, row.settled_at, row.error = "failed", time.time(), error[:500]
 
-    def usage(self, reseller: str, key_id: str | None = None, since: float = 0.0) -> list[UsageRow]:
+    def usage(
+        self, reseller: str, key_id: str | None = None, since: float = 0.0
+    ) -> tuple[list[UsageRow], dict[str, list[ReceiptRow]]]:
+        """The reseller's usage rows (oldest first) and, by usage id, their node receipts."""
         with self.sessions() as s:
             q = select(UsageRow).where(UsageRow.reseller == reseller, UsageRow.created_at >= since)
             if key_id is not None:
                 q = q.where(UsageRow.key_id == key_id)
-            return list(s.scalars(q.order_by(UsageRow.created_at)))
+            rows = list(s.scalars(q.order_by(UsageRow.created_at)))
+            receipts: dict[str, list[ReceiptRow]] = {}
+            paid = [r.id for r in rows if r.receipts]
+            for i in range(0, len(paid), 500):
+                for rc in s.scalars(select(ReceiptRow).where(ReceiptRow.usage_id.in_(paid[i : i + 500]))):
+                    receipts.setdefault(rc.usage_id, []).append(rc)
+            return rows, receipts

@@ -12,24 +12,26 @@ import json
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
+from inferchain.client.chain import RouteLimits
 from inferchain.client.generation import Chunk, SamplingParams
 from inferchain.marketplace.gateway.errors import OpenAIError, bad_key, no_route
 from inferchain.marketplace.gateway.keys import KeyInfo
-from inferchain.marketplace.gateway.metering import QuotaExceeded, Reservation
+from inferchain.marketplace.gateway.metering import InsufficientBalance, QuotaExceeded, Reservation
 from inferchain.marketplace.gateway.runner import Generation, ModelRunner
 from inferchain.marketplace.gateway.schemas import ChatRequest, CompletionRequest
 from inferchain.marketplace.gateway.state import Gateway
 from inferchain.marketplace.planner import NoRouteError
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+T = TypeVar("T")
 
 
 def get_gateway(request: Request) -> Gateway:
@@ -115,13 +117,14 @@ async def completions(request: Request, gw: GatewayDep, key: KeyDep) -> Any:
     return await _serve(gw, key, runner, body, prompt, body.max_tokens, chat=False)
 
 
-def _quote(gw: Gateway, runner: ModelRunner, body: ChatRequest | CompletionRequest) -> int:
-    """The route price (wei per 1k tokens) the market's book quotes under the request's caps."""
+def _quote(gw: Gateway, runner: ModelRunner, body: ChatRequest | CompletionRequest, cap: int | None) -> int | None:
+    """The route price (wei per 1k tokens) the market's book quotes under the price cap and the request's latency
+    cap; None without a book."""
     if gw.book is None:
-        return 0
+        return None
     try:
         with gw.book.lock:
-            route = gw.book.planner.plan(runner.model_id, body.max_price_per_1k, body.max_latency_ms, "latency")
+            route = gw.book.planner.plan(runner.model_id, cap, body.max_latency_ms, "latency")
     except NoRouteError as e:
         raise no_route(e.reason) from None
     return int(route.price_per_1k)
@@ -150,25 +153,33 @@ async def _serve(
         )  # fmt: skip
     params = SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
                             seed=body.seed, stop=body.stops())  # fmt: skip
-    price = _quote(gw, runner, body)
+    cap = body.max_price_per_1k if body.max_price_per_1k is not None else gw.max_price_per_1k
+    quote = _quote(gw, runner, body, cap)
+    # Free: meter at the quoted route price. Paid: the request may cost up to the cap (fail-over may move a span
+    # to a dearer node), else up to the quote, which then caps the route; it is metered by its receipts.
+    price = (cap if cap is not None else quote or 0) if gw.paid is not None else (quote or 0)
+    limits = RouteLimits(price if gw.paid is not None else cap, body.max_latency_ms)
+    buyer = None
+    if gw.paid is not None:
+        if not await _chain_call(gw.paid.authorized, key.reseller):
+            raise OpenAIError(403, f"The reseller has not authorised this gateway's key {gw.paid.signer_address} to "
+                              "countersign receipts on the escrow (setSignerAuthorization).", "permission_denied",
+                              "gateway_key_not_authorized")  # fmt: skip
+        buyer = gw.paid.buyer(key.reseller, price)
     worst = len(prompt) + max_tokens
-    if gw.balance is not None:
-        available = await anyio.to_thread.run_sync(gw.balance, key.reseller)
-        if available < _cost(worst, price):
-            raise OpenAIError(402, "The reseller's escrow balance cannot pay for this request.",
-                              "insufficient_quota", "insufficient_balance")  # fmt: skip
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
     try:
-        reservation = await anyio.to_thread.run_sync(
-            gw.meter.reserve, rid, key.id, runner.model_id, worst, _cost(worst, price)
-        )
+        reservation = await _chain_call(gw.meter.reserve, rid, key.id, runner.model_id, worst, _cost(worst, price))
     except QuotaExceeded as e:
         headers = {"retry-after": str(math.ceil(e.retry_after_s))} if e.retry_after_s else None
         kind = "rate_limit_exceeded" if e.kind == "rate" else "insufficient_quota"
         raise OpenAIError(429, e.message, kind, kind if e.kind == "rate" else "quota_exceeded",
                           headers=headers) from None  # fmt: skip
+    except InsufficientBalance as e:
+        raise OpenAIError(402, f"The reseller's escrow balance cannot pay for this request: {e}",
+                          "insufficient_quota", "insufficient_balance") from None  # fmt: skip
     try:
-        gen = await anyio.to_thread.run_sync(runner.start, prompt, params)
+        gen = await anyio.to_thread.run_sync(runner.start, prompt, params, limits, buyer)
     except NoRouteError as e:
         await anyio.to_thread.run_sync(gw.meter.release, reservation, f"no route: {e}")
         raise no_route(str(e)) from None
@@ -193,6 +204,17 @@ async def _serve(
     return JSONResponse(reply.full(text, gen, price))
 
 
+async def _chain_call(fn: Callable[..., T], *args: Any) -> T:
+    """Runs `fn` (which may ask the chain) in a worker thread; a chain that cannot be reached is a 503."""
+    try:
+        return await anyio.to_thread.run_sync(fn, *args)
+    except (OpenAIError, QuotaExceeded, InsufficientBalance):
+        raise
+    except Exception as e:  # RPC errors of every kind (this room does not import web3)
+        raise OpenAIError(503, f"The chain cannot be reached to check the reseller's escrow: {e}", "server_error",
+                          "chain_unavailable") from None  # fmt: skip
+
+
 def _collect(gen: Generation) -> str:
     return "".join(c.text for c in gen.chunks())
 
@@ -209,13 +231,13 @@ async def _finish(gw: Gateway, gen: Generation, reservation: Reservation, price:
             await anyio.to_thread.run_sync(gen.close)
         except Exception as e:
             error = error or f"close failed: {type(e).__name__}: {e}"
-        receipts = [r.receipt.to_json() for r in gen.receipts]
+        receipts = gen.receipts
         # tokens that reached the nodes are owed even when the request failed part-way
         prompt_tokens = len(gen.prompt_ids) if (gen.generated or gen.completion or receipts) else 0
         tokens = prompt_tokens + gen.generated
+        spend = _cost(tokens, price) if gw.paid is None else sum(r.receipt.amount_owed for r in receipts)
         await anyio.to_thread.run_sync(
-            gw.meter.settle, reservation, prompt_tokens, gen.generated, _cost(tokens, price), price,
-            gen.route, receipts, error,
+            gw.meter.settle, reservation, prompt_tokens, gen.generated, spend, price, gen.route, receipts, error,
         )  # fmt: skip
 
 

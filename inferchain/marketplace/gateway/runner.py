@@ -14,12 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inferchain.client.chain import RouteLimits
 from inferchain.client.generation import Chunk, Completion, SamplingParams, chat_prompt, stream_tokens
 from inferchain.client.session import InferenceSession
 from inferchain.models.folder import ModelFolder
 from inferchain.models.span import ModelHead
 from inferchain.p2p.host import load_or_create_identity
 from inferchain.p2p.thread import HostThread
+from inferchain.wallet.buyer import Buyer
+from inferchain.wallet.receipts import SignedReceipt
 
 PeerSource = Callable[[str], Sequence[str]]  # model id -> multiaddrs of nodes that may serve it
 
@@ -60,7 +63,8 @@ class Generation:
             self.session.close()
 
     @property
-    def receipts(self) -> list[Any]:
+    def receipts(self) -> list[SignedReceipt]:
+        """Node receipts countersigned for the buyer (paid sessions, after `close`)."""
         return list(self.session.receipts)
 
 
@@ -86,11 +90,19 @@ class ModelRunner:
         with self._tok_lock:
             return list(self.tokenizer(text)["input_ids"])
 
-    def start(self, prompt_ids: list[int], params: SamplingParams) -> Generation:
-        """Open sessions on a route covering every layer (raises NoRouteError when none can be opened)."""
+    def start(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        limits: RouteLimits | None = None,
+        buyer: Buyer | None = None,
+    ) -> Generation:
+        """Open sessions on a route covering every layer within `limits` (raises NoRouteError when none can be
+        opened); with `buyer`, paid sessions whose receipts it countersigns."""
         session = InferenceSession(
-            self.head, list(self.peers(self.model_id)), host=self.host, max_length=self.max_length
-        )
+            self.head, list(self.peers(self.model_id)), host=self.host, max_length=self.max_length,
+            limits=limits, buyer=buyer,
+        )  # fmt: skip
         return Generation(session, prompt_ids, params, self.tokenizer)
 
 
