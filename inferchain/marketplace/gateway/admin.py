@@ -196,6 +196,8 @@ async def usage(
 
 def _receipt_out(rc: ReceiptRow) -> dict[str, Any]:
     """A paid request's node receipt and where its settlement stands (amounts in token wei, as text)."""
-    span = [rc.receipt["span_start"], rc.receipt["span_end"]]
-    return {"key": rc.key, "node": rc.node, "span": span, "amount": rc.amount, "fee": rc.fee, "state": rc.state,
-            "settled_tx": rc.settled_tx, "settled_block": rc.settled_block, "error": rc.error}  # fmt: skip
+    r = rc.receipt
+    return {"key": rc.key, "node": rc.node, "span": [r["span_start"], r["span_end"]], "tokens_in": r["tokens_in"],
+            "tokens_out": r["tokens_out"], "price_per_1k": r["price_per_1k"], "amount": rc.amount, "fee": rc.fee,
+            "state": rc.state, "settled_tx": rc.settled_tx, "settled_block": rc.settled_block,
+            "error": rc.error}  # fmt: skip
