@@ -96,9 +96,23 @@ export function requireAccount(): string {
   return wallet.account;
 }
 
+const POLL_MS = 1000; // how often ethers asks the wallet for a pending transaction's receipt
+
+function provider(): BrowserProvider {
+  const p = new BrowserProvider(ethereum());
+  p.pollingInterval = POLL_MS;
+  return p;
+}
+
 export async function signer(): Promise<JsonRpcSigner> {
   requireAccount();
-  return new BrowserProvider(ethereum()).getSigner(wallet.account!);
+  return provider().getSigner(wallet.account!);
+}
+
+/** The chain's clock (the latest block's timestamp), which decides when delayed withdrawals open. */
+export async function chainTime(): Promise<number> {
+  const block = await provider().getBlock("latest");
+  return block ? block.timestamp : Math.floor(Date.now() / 1000);
 }
 
 export type ContractName = "token" | "escrow" | "rewards";
@@ -107,7 +121,7 @@ export async function contract(name: ContractName, write = false): Promise<Contr
   const cfg = await getConfig();
   if (!cfg.addresses) throw new Error("This market runs without a chain (free swarm).");
   const address = { token: cfg.addresses.token, escrow: cfg.addresses.escrow, rewards: cfg.addresses.reward_pool }[name];
-  const runner = write ? await signer() : new BrowserProvider(ethereum());
+  const runner = write ? await signer() : provider();
   return new Contract(address, ABI[name], runner);
 }
 

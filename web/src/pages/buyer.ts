@@ -2,7 +2,7 @@
 import { getConfig } from "../api";
 import { errorText, field, h, setStatus, status } from "../dom";
 import { infer, toWei, when } from "../format";
-import { contract, sendTx, wallet } from "../wallet";
+import { chainTime, contract, sendTx, wallet } from "../wallet";
 
 export async function renderBuyer(main: HTMLElement): Promise<void> {
   const cfg = await getConfig();
@@ -64,7 +64,7 @@ export async function renderBuyer(main: HTMLElement): Promise<void> {
       h("dt", {}, "Escrow allowance"), h("dd", {}, infer(allowance)),
     );
     if (wd.amount > 0n) {
-      const ready = Number(wd.availableAt) <= Date.now() / 1000;
+      const ready = Number(wd.availableAt) <= (await chainTime());
       pending.append(
         h("p", {}, `Pending withdrawal of ${infer(wd.amount)}, available ${when(Number(wd.availableAt))}${ready ? " (ready)" : ""}.`),
         h("button", { type: "button", disabled: !ready, onclick: () => void withdraw() }, "Withdraw now"),

@@ -26,8 +26,8 @@ export async function renderChat(main: HTMLElement): Promise<void> {
   const cfg = await getConfig();
   const models = cfg.models.filter((m) => m.chat);
   const model = h("select", { required: true }, models.map((m) => h("option", { value: m.id }, `${m.name} (${m.layers} layers)`)));
-  const maxPrice = h("input", { type: "text", inputmode: "decimal", value: "0.01", autocomplete: "off" });
-  const maxLatency = h("input", { type: "number", min: 0, step: 1, value: "" , placeholder: "no cap" });
+  const maxPrice = h("input", { type: "text", inputmode: "decimal", value: "1", autocomplete: "off" });
+  const maxLatency = h("input", { type: "number", min: 0, step: 1, value: "", placeholder: "no cap" });
   const objective = h("select", {}, h("option", { value: "latency" }, "least latency"), h("option", { value: "price" }, "least price"));
   const maxTokens = h("input", { type: "number", min: 1, max: 512, value: "24" });
   const prompt = h("textarea", { rows: 3, required: true, placeholder: "Ask something…" });
