@@ -337,9 +337,11 @@ class ReceiptSigner:
         tokens_out: int,
         commitment: bytes,
         sketch: bytes | None = None,
+        store: bool = True,
     ) -> StoredReceipt:
         """Signs and durably stores the receipt; raises DuplicateReceipt if this session+span was signed before.
-        `sketch`: the activation sketch whose keccak256 is `commitment`, stored with it."""
+        `sketch`: the activation sketch whose keccak256 is `commitment`, stored with it. `store=False` only for the
+        test-only equivocating node (inferchain.trust.adversary): signed and sent, never stored."""
         receipt = Receipt(
             session_id=session_id,
             buyer=buyer,
@@ -353,6 +355,9 @@ class ReceiptSigner:
             activation_commitment=commitment,
             expiry=int(time.time()) + self.ttl_s,
         )
+        if not store:
+            signature = receipt.sign(self.account, self.domain)
+            return StoredReceipt(receipt, self.domain, signature, None, "signed", None, time.time(), None, None)
         return self.store.add_signed(receipt, receipt.sign(self.account, self.domain), self.domain, sketch)
 
     def countersigned(self, key: str, buyer_signature: bytes) -> StoredReceipt:
@@ -403,9 +408,13 @@ class SessionBilling:
     """The paid-node rules at `open` and `close`, on top of a ReceiptSigner (raises WireError for the peer)."""
 
     def __init__(self, signer: ReceiptSigner, model_id: bytes) -> None:
+        from inferchain.trust.adversary import Adversary
+
         self.signer = signer
         self.model_id = model_id
         self._active: set[bytes] = set()
+        adversary = Adversary.from_env()
+        self._equivocate = adversary is not None and adversary.equivocate  # test-only cheating
 
     def begin(self, session_id: str, buyer: str | None, max_price: str | None, start: int, end: int) -> PaidSession:
         from eth_utils import to_checksum_address
@@ -435,7 +444,7 @@ class SessionBilling:
             )
         sid = bytes.fromhex(session_id[2:])
         key = self.signer.key_for(sid, start, end)
-        if key in self._active or self.signer.store.has(key):
+        if (key in self._active or self.signer.store.has(key)) and not self._equivocate:
             raise WireError(
                 ErrorCode.BAD_MESSAGE,
                 f"a receipt for session {session_id[:10]}… layers {start}:{end} exists; use a new session id",
@@ -453,6 +462,8 @@ class SessionBilling:
         first = paid.first_tokens or 0
         sketch = paid.sketch()
         commitment = bytes(keccak(sketch)) if sketch else bytes(32)
+        again = self._equivocate and self.signer.store.has(paid.key)  # test-only: a second receipt, never stored
         return self.signer.sign(
-            paid.session_id, paid.buyer, self.model_id, paid.span, first, tokens_total - first, commitment, sketch
-        )
+            paid.session_id, paid.buyer, self.model_id, paid.span, first, tokens_total - first, commitment, sketch,
+            store=not again,
+        )  # fmt: skip

@@ -239,7 +239,11 @@ class SpanServer:
         start, end = session.start, session.end
         if self.adversary is not None:  # test-only cheating (inferchain.trust.adversary)
             start, end = self.adversary.layers(start, end)
-        out = await self.scheduler.submit(StepRequest(hidden, session.position, session.cache, start, end))
+        other = self.adversary.substitute(self.span.start, self.span.end) if self.adversary is not None else None
+        if other is not None:  # test-only: another model's weights behind this model's id
+            out = other.forward(hidden, session.position, session.cache, start, end)
+        else:
+            out = await self.scheduler.submit(StepRequest(hidden, session.position, session.cache, start, end))
         if self.adversary is not None:
             out = self.adversary.perturb(out, self._adversary_rng)
         session.position += n

@@ -1,16 +1,23 @@
 """Test-only misbehaviour for the adversarial suite: a node process started with INFERCHAIN_ADVERSARY set cheats.
 
-    noise:S   adds Gaussian noise of S x each token's standard deviation to every output (and commits to it)
-    skip:N    skips the last N layers of the requested span (saves compute, commits to the wrong result)
+    noise:S        adds Gaussian noise of S x each token's standard deviation to every output (and commits to it)
+    skip:N         skips the last N layers of the requested span (saves compute, commits to the wrong result)
+    model:PATH     computes with the same layers of another prepared model folder (e.g. a cheaper or altered
+                   model) while announcing and billing the model it loaded
+    equivocate     signs a second, different receipt when a buyer opens the same session and span again (an
+                   honest node refuses the second open and would never sign twice)
 
 A cheating node commits to exactly what it sends, so the buyer's own check passes and only a validator's re-run
-can catch it. Never set this outside tests and benchmarks.
+(or, for `equivocate`, the two receipts side by side) can catch it. Never set this outside tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +29,8 @@ ENV = "INFERCHAIN_ADVERSARY"
 class Adversary:
     noise: float = 0.0
     skip: int = 0
+    model: str | None = None
+    equivocate: bool = False
 
     @classmethod
     def from_env(cls) -> Adversary | None:
@@ -33,7 +42,11 @@ class Adversary:
             return cls(noise=float(value or "0.1"))
         if kind == "skip":
             return cls(skip=int(value or "1"))
-        raise ValueError(f"{ENV} must be noise:S or skip:N, got {spec!r}")
+        if kind == "model" and value:
+            return cls(model=value)
+        if kind == "equivocate":
+            return cls(equivocate=True)
+        raise ValueError(f"{ENV} must be noise:S, skip:N, model:PATH or equivocate, got {spec!r}")
 
     def layers(self, start: int, end: int) -> tuple[int, int]:
         return start, max(start + 1, end - self.skip)
@@ -44,3 +57,18 @@ class Adversary:
         scale = out.std(dim=-1, keepdim=True)
         noise = torch.from_numpy(rng.standard_normal(tuple(out.shape)).astype(np.float32))
         return out + self.noise * scale * noise
+
+    @cached_property
+    def _spans(self) -> dict[tuple[int, int], Any]:
+        return {}
+
+    def substitute(self, start: int, end: int) -> Any | None:
+        """For `model:PATH`: the other model's layers [start, end) (loaded once per span), else None."""
+        if self.model is None:
+            return None
+        from inferchain.models.span import SpanModel
+
+        spans = self._spans
+        if (start, end) not in spans:
+            spans[(start, end)] = SpanModel(Path(self.model), start, end)
+        return spans[(start, end)]
