@@ -65,3 +65,20 @@ export function add(parent: Element, ...children: (Child | Child[])[]): void {
     parent.append(child instanceof Node ? child : String(child));
   }
 }
+
+/** A live list of transaction steps (approve, deposit, ...): each keeps its own line, updated in place. */
+export function steps(): { el: HTMLElement; report: (label: string) => (text: string, kind?: "info" | "ok" | "error") => void; clear: () => void } {
+  const el = h("ul", { class: "steps", role: "status", "aria-live": "polite" });
+  return {
+    el,
+    report: (label) => (text, kind = "info") => {
+      let line = [...el.children].find((li) => (li as HTMLElement).dataset.step === label) as HTMLElement | undefined;
+      if (!line) {
+        line = h("li", { "data-step": label });
+        el.append(line);
+      }
+      setStatus(line, text, kind);
+    },
+    clear: () => el.replaceChildren(),
+  };
+}

@@ -147,6 +147,7 @@ export async function sendTx(
   send: () => Promise<{ hash: string; wait: () => Promise<unknown> }>,
   report: (text: string, kind?: "info" | "ok" | "error") => void,
 ): Promise<string> {
+  // Each state is reported as it is reached: asked in the wallet, pending with its hash, confirmed.
   report(`${label}: confirm in your wallet…`);
   const tx = await send();
   report(`${label}: pending (tx ${tx.hash})`);

@@ -1,6 +1,6 @@
 // Buyer: wallet balance, escrow deposit (approve when the allowance is short) and delayed withdrawal.
 import { getConfig } from "../api";
-import { errorText, field, h, setStatus, status } from "../dom";
+import { errorText, field, h, setStatus, status, steps } from "../dom";
 import { infer, toWei, when } from "../format";
 import { chainTime, contract, sendTx, wallet } from "../wallet";
 
@@ -9,6 +9,7 @@ export async function renderBuyer(main: HTMLElement): Promise<void> {
   const balances = h("dl", { class: "facts", "aria-label": "Balances" });
   const depositAmount = h("input", { type: "text", inputmode: "decimal", value: "10", required: true, autocomplete: "off" });
   const withdrawAmount = h("input", { type: "text", inputmode: "decimal", value: "1", required: true, autocomplete: "off" });
+  const depositSteps = steps();
   const depositStatus = status();
   const withdrawStatus = status();
   const pending = h("div", { id: "pending-withdrawal" });
@@ -25,6 +26,7 @@ export async function renderBuyer(main: HTMLElement): Promise<void> {
         field("Amount (INFER)", depositAmount),
         h("button", { type: "submit" }, "Deposit"),
       ),
+      depositSteps.el,
       depositStatus,
     ),
     h(
@@ -78,15 +80,17 @@ export async function renderBuyer(main: HTMLElement): Promise<void> {
 
   async function deposit(): Promise<void> {
     try {
+      depositSteps.clear();
+      setStatus(depositStatus, "");
       const amount = toWei(depositAmount.value);
       if (amount <= 0n) throw new Error("Enter an amount above zero.");
       const token = await contract("token", true);
       const escrow = await contract("escrow", true);
       const allowance: bigint = await token.allowance(wallet.account, cfg.addresses!.escrow);
       if (allowance < amount) {
-        await sendTx("Approve", () => token.approve(cfg.addresses!.escrow, amount), report(depositStatus));
+        await sendTx("Approve", () => token.approve(cfg.addresses!.escrow, amount), depositSteps.report("Approve"));
       }
-      await sendTx("Deposit", () => escrow.deposit(amount), report(depositStatus));
+      await sendTx("Deposit", () => escrow.deposit(amount), depositSteps.report("Deposit"));
       await refresh();
     } catch (e) {
       setStatus(depositStatus, errorText(e), "error");
