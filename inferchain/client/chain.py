@@ -13,7 +13,7 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import trio
@@ -37,6 +37,13 @@ if TYPE_CHECKING:
     from inferchain.wallet.receipts import SignedReceipt
 
 log = logging.getLogger(__name__)
+
+
+class Penalties(Protocol):
+    def penalised(self, wallet: str | None) -> bool: ...
+
+
+PENALISED = "penalised"  # RemoteError code of a node dropped because its wallet was slashed or jailed
 
 
 @dataclass(frozen=True)
@@ -102,10 +109,17 @@ class Chain:
         buyer: Buyer | None = None,
         verifier: OfferVerifier | None = None,
         limits: RouteLimits | None = None,
+        penalties: Penalties | None = None,
+        wallets: dict[str, str] | None = None,
     ) -> None:
         """`buyer`: open paid sessions for this buyer and countersign each node's receipt at close.
-        `verifier`: check announcements' signed offers (paid network) against the chain before routing on them."""
+        `verifier`: check announcements' signed offers (paid network) against the chain before routing on them.
+        `penalties` (e.g. marketplace.verify.PenaltyWatch) + `wallets` (peer id -> wallet; verified offers add to
+        it): a node whose wallet is slashed or jailed is dropped before the next step it would serve, and its span
+        fails over to other nodes (its unfinished session earns it no receipt)."""
         self.verifier = verifier
+        self.penalties = penalties
+        self.wallets: dict[str, str] = dict(wallets or {})
         self.limits = limits or RouteLimits()
         self.host = host
         self.buyer = buyer
@@ -208,6 +222,8 @@ class Chain:
                         self.known.remove(peer)
                     raise ValueError(f"offer rejected: {verified.reason}")
                 offer = verified.offer
+                if verified.wallet is not None:
+                    self.wallets[peer.name] = verified.wallet
             else:
                 offer = self._offer(peer, announce.info, expires_at=announce.expires_at)
             peer.node = announce.info
@@ -221,6 +237,7 @@ class Chain:
     async def _open_cover(self, start: int, end: int) -> list[Hop]:
         """Open sessions on a cover of [start, end), trying other peers when one refuses or is unreachable."""
         by_name = {p.name: p for p in self.known}
+        self._dead.update(name for name in by_name if self._penalised(name))
         for _ in range(len(self.known) + 1):
             route = self.planner.plan_range(
                 self.model_id,
@@ -248,6 +265,9 @@ class Chain:
                 self.planner.report_failure(e.peer)
         raise NoRouteError(f"could not open sessions covering layers {start}:{end}")
 
+    def _penalised(self, peer: str) -> bool:
+        return self.penalties is not None and self.penalties.penalised(self.wallets.get(peer))
+
     async def open(self) -> None:
         await self.refresh()
         self.hops = await self._open_cover(0, self.num_layers)
@@ -262,6 +282,8 @@ class Chain:
             hop = self.hops[i]
             hop.inputs.append(hidden)
             try:
+                if self._penalised(hop.remote.name):
+                    raise RemoteError(hop.remote.name, PENALISED, "its wallet was slashed or jailed on-chain")
                 hidden = await hop.remote.forward(hidden, position)
                 i += 1
             except RemoteError as e:
@@ -272,7 +294,8 @@ class Chain:
     async def _recover(self, index: int, error: RemoteError) -> tuple[list[Hop], np.ndarray]:
         """Fail over hop `index`; if a replacement fails during replay, try again with the next one."""
         while True:
-            if error.code not in RETRYABLE or len(self.failovers) >= self.max_failovers:
+            retryable = error.code in RETRYABLE or error.code == PENALISED
+            if not retryable or len(self.failovers) >= self.max_failovers:
                 raise error
             try:
                 return await self._fail_over(index, error)

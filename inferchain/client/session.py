@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from inferchain.client.chain import Chain, FailoverEvent, RouteLimits
+from inferchain.client.chain import Chain, FailoverEvent, Penalties, RouteLimits
 from inferchain.client.remote import Timeouts
 from inferchain.models.span import ModelHead
 from inferchain.p2p.host import load_or_create_identity, parse_peer_addr
@@ -19,6 +19,7 @@ from inferchain.p2p.thread import HostThread
 from inferchain.wire.tensors import WireDType
 
 if TYPE_CHECKING:
+    from inferchain.marketplace.verify import OfferVerifier
     from inferchain.trust.validator import SessionEvidence
     from inferchain.wallet.buyer import Buyer
     from inferchain.wallet.receipts import SignedReceipt
@@ -44,11 +45,17 @@ class InferenceSession:
         discover_s: float = 15.0,
         buyer: Buyer | None = None,
         limits: RouteLimits | None = None,
+        penalties: Penalties | None = None,
+        wallets: dict[str, str] | None = None,
+        verifier: OfferVerifier | None = None,
     ) -> None:
         """`limits`: the buyer's price and latency caps and objective for the planner's route (and re-routes).
         `peers`: nodes to use directly. `bootstrap`: peers to join the network through; nodes announced on
         the model's offer topic are discovered (for up to `discover_s` seconds) and used too. `buyer`: open paid
-        sessions and countersign each node's receipt at close; they are in `receipts` afterwards."""
+        sessions and countersign each node's receipt at close; they are in `receipts` afterwards. `penalties` (a
+        `marketplace.verify.PenaltyWatch`), `wallets` (peer id -> wallet) and `verifier` (checks discovered signed
+        offers, learning their wallets): a node slashed or jailed mid-generation is dropped before its next step
+        and its span fails over (same greedy output)."""
         self.head = model if isinstance(model, ModelHead) else ModelHead(model)
         self._own_host = host is None
         self.host = host or HostThread(load_or_create_identity(None), with_pubsub=bool(bootstrap))
@@ -65,6 +72,9 @@ class InferenceSession:
             session_id=session_id,
             buyer=buyer,
             limits=limits,
+            penalties=penalties,
+            wallets=wallets,
+            verifier=verifier,
         )
         self.max_length = max_length
         self.position = 0

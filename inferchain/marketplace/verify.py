@@ -3,7 +3,8 @@
 A signed offer is used only if its EIP-712 signature recovers the wallet it names (in this deployment's
 NodeStaking domain, so another chain's or contract's signature fails), that wallet is registered, staked,
 not jailed and not slashed on the chain (read through `inferchain.wallet.chain.Chain`, cached with a bound on
-size and age), the model is one this market knows, the span lies within the model's layers, the expiry is in
+size and age; `PenaltyWatch` follows the staking contract's Slashed/Jailed events so a slash is not hidden by that
+cache), the model is one this market knows, the span lies within the model's layers, the expiry is in
 the future and price and throughput are sane. Anything else is a `Rejected` with a `Rejection` reason; the
 verifier counts rejections by reason and never raises on peer input.
 """
@@ -144,6 +145,91 @@ class StandingCache:
                 self._entries.pop(wallet, None)
 
 
+class PenaltyWatch:
+    """Follows NodeStaking's `Slashed` and `Jailed` events, so a slash reaches routing within one poll (`poll_s`)
+    instead of a cache TTL. `penalised(wallet)` is a set lookup (cheap enough for every decode step); each new
+    penalty calls `on_penalty(wallet)` callbacks (forget the cached standing, drop the wallet's offers).
+
+    Polls on its own daemon thread after `start()` (bounded: at most `max_blocks` blocks per poll, stops on
+    `close()`); `poll()` can also be called directly. Reads go through `chain.contracts.staking` (a
+    `inferchain.wallet.chain.Chain`); an RPC failure is counted and retried at the next poll.
+    """
+
+    def __init__(
+        self,
+        chain: Any,
+        poll_s: float = 0.5,
+        from_block: int | None = None,
+        max_blocks: int = 5_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.chain, self.poll_s, self.max_blocks, self._clock = chain, poll_s, max_blocks, clock
+        self._next_block = chain.deployment.block if from_block is None else from_block
+        self._slashed: set[str] = set()
+        self._jailed_until: dict[str, int] = {}
+        self._callbacks: list[Callable[[str], None]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.errors = 0
+
+    def on_penalty(self, callback: Callable[[str], None]) -> None:
+        self._callbacks.append(callback)
+
+    def penalised(self, wallet: str | None) -> bool:
+        if wallet is None:
+            return False
+        with self._lock:
+            return wallet in self._slashed or self._jailed_until.get(wallet, 0) > self._clock()
+
+    def poll(self) -> list[str]:
+        """Read new events; returns the wallets penalised since the last poll."""
+        staking = self.chain.contracts.staking
+        head = int(self.chain.w3.eth.block_number)
+        new: list[str] = []
+        while self._next_block <= head:
+            last = min(head, self._next_block + self.max_blocks - 1)
+            slashed = staking.events.Slashed.get_logs(from_block=self._next_block, to_block=last)
+            jailed = staking.events.Jailed.get_logs(from_block=self._next_block, to_block=last)
+            with self._lock:
+                for e in slashed:
+                    self._slashed.add(str(e["args"]["node"]))
+                    new.append(str(e["args"]["node"]))
+                for e in jailed:
+                    node = str(e["args"]["node"])
+                    self._jailed_until[node] = max(self._jailed_until.get(node, 0), int(e["args"]["until"]))
+                    new.append(node)
+            self._next_block = last + 1
+        for wallet in dict.fromkeys(new):
+            for callback in self._callbacks:
+                callback(wallet)
+        return list(dict.fromkeys(new))
+
+    def start(self) -> PenaltyWatch:
+        self.poll()
+        self._thread = threading.Thread(target=self._run, name="penalty-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            try:
+                self.poll()
+            except Exception:  # RPC trouble: the next poll starts from the same block
+                self.errors += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> PenaltyWatch:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class OfferVerifier:
     """Turns announcements and signed offers into planner offers, or typed rejections (counted by reason).
 
@@ -163,7 +249,10 @@ class OfferVerifier:
         max_price_per_1k: int = MAX_PRICE_PER_1K,  # per layer, in wei: a sanity bound (1e9 INFER)
         default_rtt_ms: float = DEFAULT_RTT_MS,
         clock: Callable[[], float] = time.time,
+        penalties: PenaltyWatch | None = None,
     ) -> None:
+        """`penalties`: slashes and jailings seen on-chain as they happen; a penalised wallet is refused without
+        waiting for its cached standing to expire (which is also forgotten at once)."""
         if (domain is None) != (standings is None):
             raise ValueError("a paid market needs both the offer domain and a chain view")
         self.models = dict(models)
@@ -174,6 +263,9 @@ class OfferVerifier:
         self.rejected: Counter[str] = Counter()
         self.accepted = 0
         self._lock = threading.Lock()
+        self.penalties = penalties
+        if penalties is not None and standings is not None:
+            penalties.on_penalty(standings.forget)
 
     # ----- announcements off the topic ----------------------------------------------------------------
     def verify_announcement(
@@ -342,6 +434,8 @@ class OfferVerifier:
 
     def _check_standing(self, wallet: str) -> Rejected | None:
         assert self.standings is not None
+        if self.penalties is not None and self.penalties.penalised(wallet):
+            return self._reject(Rejection.SLASHED, f"wallet {wallet} was slashed or jailed (seen on-chain)")
         try:
             s = self.standings.get(wallet)
         except Exception as e:  # RPC down or timing out: drop this offer, the next announcement retries

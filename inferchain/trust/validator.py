@@ -118,6 +118,34 @@ def check_session(
     return Check("honest", "within tolerance", comparison)
 
 
+def verdict_deadline(receipt: Receipt) -> int:
+    """The same for every validator (signatures of one verdict only add up to a quorum if the verdicts are equal):
+    a day after the receipt's expiry, or a day from now if the receipt has already expired."""
+    return max(receipt.expiry, int(time.time()) // VERDICT_TTL_S * VERDICT_TTL_S) + VERDICT_TTL_S
+
+
+def validation_receipt(evidence: SessionEvidence, validator: str, price_per_1k: int, check: Check) -> Receipt:
+    """What the validator bills for re-running a session: a receipt of its own, for the same buyer, span and token
+    count, whose session id derives from the judged session and whose commitment is the check's evidence hash.
+    Countersigned by the buyer and settled on the escrow like any receipt, it pays the validator from the buyer's
+    deposit and records its contribution with the RewardPool (the validator is a staked, routable account), so
+    it also earns its share of each epoch's pool (docs/trust.md)."""
+    r = evidence.receipt
+    return Receipt(
+        session_id=bytes(keccak(b"inferchain/validation" + r.session_id + bytes.fromhex(r.node[2:]))),
+        buyer=r.buyer,
+        node=validator,
+        model_id=r.model_id,
+        span_start=r.span_start,
+        span_end=r.span_end,
+        tokens_in=r.tokens_in,
+        tokens_out=r.tokens_out,
+        price_per_1k=price_per_1k,
+        activation_commitment=check.evidence_hash,
+        expiry=max(r.expiry, int(time.time()) + VERDICT_TTL_S),
+    )
+
+
 def is_sampled(validator: str, session_id: bytes, rate: float) -> bool:
     """Deterministic sampling per (validator, session): a node cannot tell which sessions a given validator takes
     before it signs, but anyone can recompute it afterwards (see SECURITY.md: sampling is not secret)."""
@@ -154,7 +182,7 @@ class Validator:
             session_id=evidence.receipt.session_id,
             guilty=True,
             evidence_hash=keccak(evidence.sketch),
-            deadline=int(time.time()) + VERDICT_TTL_S,
+            deadline=verdict_deadline(evidence.receipt),
         )
         return check, verdict, verdict.sign(self.account, self.verdict_domain)
 
