@@ -37,9 +37,11 @@ export function stepPlot(title: string, points: { t: number; v: number }[], desc
     root.append(svg("text", { x: w / 2, y: hgt / 2, "text-anchor": "middle", class: "tick" }, "nothing settled yet"));
     return root;
   }
-  const t0 = points[0].t, t1 = Math.max(points[points.length - 1].t, t0 + 1);
+  // Start a little before the first point, so a single settlement still shows as a step.
+  const span = points[points.length - 1].t - points[0].t;
+  const t0 = points[0].t - Math.max(60, span * 0.05), t1 = points[points.length - 1].t;
   const vmax = Math.max(...points.map((p) => p.v), 1e-12);
-  const x = (t: number) => pad + ((t - t0) / (t1 - t0)) * (w - pad - 8);
+  const x = (t: number) => pad + ((t - t0) / (t1 - t0)) * (w - pad - 16);
   const y = (v: number) => hgt - (v / vmax) * (hgt - 16);
   let d = `M ${x(t0)} ${y(0)}`;
   let before = 0;
@@ -50,5 +52,8 @@ export function stepPlot(title: string, points: { t: number; v: number }[], desc
   root.append(svg("path", { d, class: "line" }));
   for (const p of points) root.append(svg("circle", { cx: x(p.t), cy: y(p.v), r: 3, class: "dot" }));
   root.append(svg("text", { x: 2, y: 12, class: "tick" }, describe(vmax)));
+  const clock = (t: number) => new Date(t * 1000).toISOString().slice(11, 16);
+  root.append(svg("text", { x: pad, y: hgt + 16, class: "tick" }, clock(t0)));
+  root.append(svg("text", { x: w - 8, y: hgt + 16, class: "tick", "text-anchor": "end" }, `${clock(t1)} UTC`));
   return root;
 }
