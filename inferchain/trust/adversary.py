@@ -72,3 +72,32 @@ class Adversary:
         if (start, end) not in spans:
             spans[(start, end)] = SpanModel(Path(self.model), start, end)
         return spans[(start, end)]
+
+
+def altered_model_folder(
+    source: Path, out: Path, layers: tuple[int, int], relative_noise: float, seed: int = 0
+) -> Path:
+    """A model folder that passes for `source` on layers [start, end) but is not it: every weight of those layers
+    gets Gaussian noise of `relative_noise` x that tensor's std (a stand-in for a cheaper or altered model). Holds
+    only those layers' tensors, with a manifest of its own; `model:PATH` runs a node's span on it."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from inferchain.models.folder import WEIGHTS
+    from inferchain.models.prepare import write_manifest
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source / "config.json", out / "config.json")
+    gen = torch.Generator().manual_seed(seed)
+    prefixes = tuple(f"model.layers.{i}." for i in range(*layers))
+    tensors: dict[str, torch.Tensor] = {}
+    with safe_open(str(source / WEIGHTS), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 - safe_open is not a mapping
+            if key.startswith(prefixes):
+                t = f.get_tensor(key).float()
+                tensors[key] = (t + relative_noise * t.std() * torch.randn(t.shape, generator=gen)).contiguous()
+    save_file(tensors, str(out / WEIGHTS))
+    write_manifest(out, f"altered-{source.name}")
+    return out
