@@ -33,7 +33,6 @@ from inferchain.wallet.chain import Chain
 from inferchain.wallet.deployment import ONE_TOKEN
 from inferchain.wallet.inprocess import funded_account, in_process_chain
 from inferchain.wallet.receipts import InvalidReceipt, Receipt, SignedReceipt
-from inferchain.wallet.settlement import settle_call
 from inferchain.wallet.tx import send, sign_call
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,7 +157,7 @@ def test_refusals_flag_or_back_off_and_receipts_settled_elsewhere_are_found(mark
     chain, (node, other), reseller, gateway_key, sessions = market
     good = make_signed(chain, node, reseller.address, gateway_key)
     by_node = make_signed(chain, node, reseller.address, gateway_key)
-    send(chain.w3, other, settle_call(chain, [by_node]))  # the node (anyone) settled this one itself
+    send(chain.w3, other, chain.settle_batch_call([by_node]))  # the node (anyone) settled this one itself
     stranger = make_signed(chain, other, reseller.address, gateway_key, countersigner=Account.create())
     too_big = make_signed(chain, other, reseller.address, gateway_key, tokens=600_000)  # 6 INFER > the deposit
     metered(sessions, reseller.address, [good, by_node, stranger, too_big])
@@ -186,7 +185,7 @@ def test_a_batch_recorded_before_a_crash_is_resumed_never_sent_twice(market) -> 
     metered(sessions, reseller.address, first)
     worker = SettlementWorker(sessions, chain, gateway_key)
     keys = ["0x" + s.receipt.key.hex() for s in first]
-    tx = sign_call(chain.w3, gateway_key, settle_call(chain, first))
+    tx = sign_call(chain.w3, gateway_key, chain.settle_batch_call(first))
     worker._record_signed(keys, tx)  # ... and the process died here
     assert {r.state for r in rows(sessions).values()} == {"submitted"}
     report = worker.run_once()
@@ -196,7 +195,7 @@ def test_a_batch_recorded_before_a_crash_is_resumed_never_sent_twice(market) -> 
     second = [make_signed(chain, node, reseller.address, gateway_key) for _ in range(2)]
     metered(sessions, reseller.address, second)
     keys2 = ["0x" + s.receipt.key.hex() for s in second]
-    stale = sign_call(chain.w3, gateway_key, settle_call(chain, second))
+    stale = sign_call(chain.w3, gateway_key, chain.settle_batch_call(second))
     worker._record_signed(keys2, stale)
     w3 = chain.w3
     other_tx = gateway_key.sign_transaction({"to": gateway_key.address, "value": 0, "nonce": stale.nonce, "gas": 21000,

@@ -139,14 +139,17 @@ class Chain:
         )
         return send(self.w3, sender, fn, what="settle")
 
-    def settle_batch(self, sender: Sender, batch: Sequence[SignedReceipt]) -> Any:
-        """Settles `batch` in one transaction (all or nothing; the error names the failing receipt's key)."""
-        fn = self.contracts.escrow.functions.settleBatch(
+    def settle_batch_call(self, batch: Sequence[SignedReceipt]) -> Any:
+        """The escrow's `settleBatch` call for `batch`, not sent."""
+        return self.contracts.escrow.functions.settleBatch(
             [s.receipt.as_tuple() for s in batch],
             [s.node_signature for s in batch],
             [s.buyer_signature for s in batch],
         )
-        return send(self.w3, sender, fn, what=f"settleBatch({len(batch)})")
+
+    def settle_batch(self, sender: Sender, batch: Sequence[SignedReceipt]) -> Any:
+        """Settles `batch` in one transaction (all or nothing; the error names the failing receipt's key)."""
+        return send(self.w3, sender, self.settle_batch_call(batch), what=f"settleBatch({len(batch)})")
 
     def earnings(self, node: str) -> int:
         return int(self.contracts.escrow.functions.earnings(Web3.to_checksum_address(node)).call())

@@ -56,15 +56,6 @@ class SettlementReport:
         }
 
 
-def settle_call(chain: Chain, batch: Sequence[SignedReceipt]) -> Any:
-    """The escrow's `settleBatch` call for `batch` (not sent)."""
-    return chain.contracts.escrow.functions.settleBatch(
-        [s.receipt.as_tuple() for s in batch],
-        [s.node_signature for s in batch],
-        [s.buyer_signature for s in batch],
-    )
-
-
 def classify(
     chain: Chain, receipts: Sequence[SignedReceipt], explain: Callable[[BaseException], str] = str
 ) -> tuple[list[str], dict[str, tuple[str, bool]], list[SignedReceipt]]:
@@ -136,7 +127,7 @@ def settle_receipts(
         keys = [receipt_key(s) for s in batch]
         label = f"settleBatch({len(batch)})"
         try:
-            tx = sign_call(chain.w3, sender, settle_call(chain, batch), what=label)
+            tx = sign_call(chain.w3, sender, chain.settle_batch_call(batch), what=label)
             if on_signed:
                 on_signed(keys, tx)
             broadcast(chain.w3, tx)

@@ -118,14 +118,14 @@ class SignedTx:
     nonce: int
 
 
-def sign_call(w3: Web3, account: LocalAccount, call: Any, *, what: str | None = None) -> SignedTx:
+def sign_call(w3: Web3, account: LocalAccount, call: Any, *, what: str | None = None, value: int = 0) -> SignedTx:
     """Builds and signs `call` at the sender's next (pending) nonce; gas estimation raises TransactionFailed,
     naming the contract's custom error, when the call would revert."""
     label = what or getattr(call, "fn_name", None) or "transaction"
     address = Web3.to_checksum_address(account.address)
     try:
         nonce = w3.eth.get_transaction_count(address, "pending")
-        tx = call.build_transaction({"from": address, "value": 0, "nonce": nonce, "chainId": w3.eth.chain_id})
+        tx = call.build_transaction({"from": address, "value": value, "nonce": nonce, "chainId": w3.eth.chain_id})
     except Exception as exc:
         if not _is_revert(exc):
             raise
@@ -160,21 +160,12 @@ def send(w3: Web3, sender: Sender, call: Any, *, what: str | None = None, value:
     Raises TransactionFailed, naming the contract's custom error, when the call would revert or reverted.
     """
     label = what or getattr(call, "fn_name", None) or "transaction"
-    address = Web3.to_checksum_address(sender_address(sender))
-    base: dict[str, Any] = {"from": address, "value": value}
+    if not isinstance(sender, str):
+        signed = sign_call(w3, sender, call, what=label, value=value)
+        w3.eth.send_raw_transaction(signed.raw)
+        return wait_mined(w3, signed.hash, label)
     try:
-        if isinstance(sender, str):
-            tx_hash = call.transact(base)
-        else:
-            tx = call.build_transaction(
-                {
-                    **base,
-                    "nonce": w3.eth.get_transaction_count(address, "pending"),
-                    "chainId": w3.eth.chain_id,
-                }
-            )
-            signed = sender.sign_transaction(tx)
-            tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
+        tx_hash = call.transact({"from": Web3.to_checksum_address(sender), "value": value})
     except Exception as exc:
         if not _is_revert(exc):
             raise

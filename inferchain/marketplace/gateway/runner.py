@@ -16,6 +16,7 @@ from typing import Any
 
 from inferchain.client.chain import RouteLimits
 from inferchain.client.generation import Chunk, Completion, SamplingParams, chat_prompt, stream_tokens
+from inferchain.client.remote import Timeouts
 from inferchain.client.session import InferenceSession
 from inferchain.models.folder import ModelFolder
 from inferchain.models.span import ModelHead
@@ -71,14 +72,21 @@ class Generation:
 class ModelRunner:
     """One model the gateway serves: its local head, tokenizer and context size."""
 
-    def __init__(self, folder: Path, host: HostThread, peers: PeerSource, max_length: int = 2048) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        host: HostThread,
+        peers: PeerSource,
+        max_length: int = 2048,
+        timeouts: Timeouts | None = None,
+    ) -> None:
         from transformers import AutoTokenizer
 
         manifest = ModelFolder(folder).manifest()
         self.model_id, self.name = manifest.model_id, manifest.name
         self.head = ModelHead(folder)
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self.max_length = max_length
+        self.max_length, self.timeouts = max_length, timeouts
         self.host, self.peers = host, peers
         self._tok_lock = threading.Lock()  # HF fast tokenizers are not safe to call from many threads at once
 
@@ -101,7 +109,7 @@ class ModelRunner:
         opened); with `buyer`, paid sessions whose receipts it countersigns."""
         session = InferenceSession(
             self.head, list(self.peers(self.model_id)), host=self.host, max_length=self.max_length,
-            limits=limits, buyer=buyer,
+            limits=limits, buyer=buyer, timeouts=self.timeouts,
         )  # fmt: skip
         return Generation(session, prompt_ids, params, self.tokenizer)
 
@@ -109,10 +117,14 @@ class ModelRunner:
 class Runners:
     """The gateway's models by id and by name, on one shared host thread."""
 
-    def __init__(self, folders: Sequence[Path], peers: PeerSource, max_length: int = 2048) -> None:
+    def __init__(
+        self, folders: Sequence[Path], peers: PeerSource, max_length: int = 2048, timeouts: Timeouts | None = None
+    ) -> None:
+        """`timeouts`: the client's connect and per-step limits (None: the client's defaults)."""
         self.host = HostThread(load_or_create_identity(None))
         try:
-            self.by_id = {r.model_id: r for r in (ModelRunner(f, self.host, peers, max_length) for f in folders)}
+            runners = (ModelRunner(f, self.host, peers, max_length, timeouts) for f in folders)
+            self.by_id = {r.model_id: r for r in runners}
         except BaseException:
             self.host.close()
             raise
