@@ -32,7 +32,7 @@ CHROMIUM_ARGS = [
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts" / "webui"
 PASSPHRASE = "webui test"
 SPANS = [(0, 10), (10, 20), (20, 30)]
-PRICE = "0.002"  # INFER per 1k tokens per layer
+PRICE = "0.01"  # INFER per 1k tokens per layer: 1e16 wei, beyond a JavaScript number's exact integers
 BUYER, OPERATORS = 4, (1, 2, 3)  # Hardhat development account indexes (0 deploys)
 TIMEOUT_MS = 120_000
 
@@ -173,6 +173,7 @@ def _page(browser, market: dict, account: str, *, chain: str | None = None, phon
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.errors = errors  # type: ignore[attr-defined]
     return page
 
@@ -184,7 +185,10 @@ def _shot(page, name: str) -> None:
 def _connect(page, path: str) -> None:
     page.goto(f"/app/#/{path}")
     page.get_by_role("button", name="Connect wallet").click()
-    page.locator("#account").filter(has_text="0x").wait_for()
+    try:
+        page.locator("#account").filter(has_text="0x").wait_for(timeout=30_000)
+    except Exception as e:
+        raise AssertionError(f"the wallet did not connect: {page.errors}\n{page.content()[:3000]}") from e
 
 
 def _status(page, text: str) -> None:
@@ -234,7 +238,7 @@ def test_buyer_deposits_chats_settles_and_operator_claims(browser, market: dict)
     # Chat: the quoted route first, then a streamed answer; the wallet countersigns one receipt per node.
     page.goto("/app/#/chat")
     expect(page.get_by_role("table", name="Nodes on the quoted route").locator("tbody tr")).to_have_count(3)
-    expect(page.locator("#quote-total")).to_contain_text("0.06 INFER per 1k tokens")  # 30 layers x 0.002
+    expect(page.locator("#quote-total")).to_contain_text("0.3 INFER per 1k tokens")  # 30 layers x 0.01
     page.get_by_label("Max tokens").fill("6")
     page.get_by_label("Your message").fill("What is the capital of France?")
     page.get_by_role("button", name="Send").click()

@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from inferchain.marketplace.webui.mount import STATIC_DIR
 
@@ -42,6 +44,17 @@ def test_index_names_only_assets_that_ship() -> None:
     assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
     for asset in assets:
         assert (STATIC_DIR / asset).is_file(), asset
+
+
+def test_every_built_file_is_committed() -> None:
+    """A rebuild that is not `git add`ed would serve in this checkout and 404 in a fresh clone."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout (an installed package)")
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", str(STATIC_DIR)], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    built = sorted(p.relative_to(ROOT).as_posix() for p in STATIC_DIR.rglob("*") if p.is_file())
+    assert built == sorted(tracked), "git add inferchain/marketplace/webui/static after `npm run build` in web/"
 
 
 def test_market_serves_the_pages_and_their_config(tmp_path: Path) -> None:

@@ -8,5 +8,9 @@ export default defineConfig({
     emptyOutDir: true,
     target: "es2022",
     chunkSizeWarningLimit: 1024,
+    // Fixed names: the build is committed, so a rebuild changes files in place instead of adding new ones.
+    rollupOptions: {
+      output: { entryFileNames: "assets/app.js", chunkFileNames: "assets/[name].js", assetFileNames: "assets/[name][extname]" },
+    },
   },
 });

@@ -84,9 +84,14 @@ class ChatRegistry:
             return self._live.get(chat_id)
 
 
+JS_SAFE_INT = 2**53 - 1  # larger integers lose digits in JavaScript numbers; wallets take uint256 as decimal text
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return "0x" + value.hex()
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > JS_SAFE_INT:
+        return str(value)
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -116,28 +121,17 @@ def start_chat(
         live.signer = WalletSigner(req.buyer, ask)
     registry.add(live)
     emit({"type": "chat", "id": chat_id})
-    thread = threading.Thread(
-        target=_run, args=(registry, live, runner, domain, store, req, emit), name=f"chat-{chat_id[:8]}", daemon=True
-    )
-    thread.start()
+
+    def run() -> None:
+        try:
+            emit(_generate(live, runner, domain, store, req, emit))
+        except Exception as e:  # every failure ends the stream with a typed, readable event
+            emit({"type": "error", "kind": type(e).__name__, "message": str(e)})
+        finally:
+            registry.remove(live.id)
+
+    threading.Thread(target=run, name=f"chat-{chat_id[:8]}", daemon=True).start()
     return live
-
-
-def _run(
-    registry: ChatRegistry,
-    live: LiveChat,
-    runner: ModelRunner,
-    domain: Domain | None,
-    store: sessionmaker[Session],
-    req: ChatRequest,
-    emit: Callable[[Event], None],
-) -> None:
-    try:
-        emit(_generate(live, runner, domain, store, req, emit))
-    except Exception as e:  # every failure ends the stream with a typed, readable event
-        emit({"type": "error", "kind": type(e).__name__, "message": str(e)})
-    finally:
-        registry.remove(live.id)
 
 
 def _generate(
