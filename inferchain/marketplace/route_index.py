@@ -28,6 +28,7 @@ class OfferArrays:
     price: np.ndarray  # per 1k tokens per layer, in units of ``price_quantum`` wei (see planner._price_units)
     price_quantum: int = 1  # wei per price unit of the index
     price_exact: bool = True  # False: prices were rounded up to the quantum (huge, incommensurable prices)
+    _price_groups: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.node_ids)
@@ -35,13 +36,22 @@ class OfferArrays:
     def equivalents(self, b: int, j: int, lat_us: int, price: int) -> list[int]:
         """Rows that can serve [b, j) at exactly this latency and price (the ties among equal nodes)."""
         k = j - b
-        mask = (
-            (self.start <= b)
-            & (self.end >= j)
-            & (self.rtt_us + k * self.layer_us == lat_us)
-            & (k * self.price == price)
-        )
-        return np.flatnonzero(mask).tolist()
+        if price % k:
+            return []
+        rows = self._rows_by_price().get(price // k)
+        if rows is None:
+            return []
+        mask = (self.start[rows] <= b) & (self.end[rows] >= j) & (self.rtt_us[rows] + k * self.layer_us[rows] == lat_us)
+        return rows[mask].tolist()
+
+    def _rows_by_price(self) -> dict[int, np.ndarray]:
+        """Offer rows grouped by price per layer (built once: a hop's ties share its price per layer)."""
+        if not self._price_groups and len(self):
+            order = np.argsort(self.price, kind="stable")
+            prices, first = np.unique(self.price[order], return_index=True)
+            groups = np.split(order, first[1:])
+            self._price_groups.update(zip(prices.tolist(), groups, strict=True))
+        return self._price_groups
 
 
 @dataclass
@@ -67,9 +77,11 @@ class HopTable:
     num_layers: int
     offers: OfferArrays
     hops: list[dict[int, HopSet]]  # hops[b][j]
-    flat: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per b, all its hops as (j, lat, price) columns
+    flat: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # per b, its hops as (j, lat, price, row)
     covered: list[bool]  # layer l is served by at least one eligible offer
     _best: dict[tuple[int, str], BestToEnd] = field(default_factory=dict)
+    # Per-query-independent search structures (route_search), built lazily and dropped with the table.
+    search_cache: dict = field(default_factory=dict)
 
     def best_to_end(self, end: int, objective: str) -> BestToEnd:
         """Cached backward DP: least (latency, price) or (price, latency) from each boundary to ``end``."""
@@ -92,7 +104,7 @@ def build_hop_table(offers: OfferArrays, num_layers: int) -> HopTable:
 
     hops: list[dict[int, HopSet]] = [{} for _ in range(num_layers + 1)]
     empty = np.empty(0, dtype=np.int64)
-    flat = [(empty, empty, empty)] * (num_layers + 1)
+    flat = [(empty, empty, empty, empty)] * (num_layers + 1)
     alive = np.empty(0, dtype=np.int64)  # Pareto candidates covering the current boundary
     for b in range(num_layers):
         cand = np.concatenate([alive[end[alive] > b], order[cut[b] : cut[b + 1]]])
@@ -128,7 +140,7 @@ def _undominated(*cols: np.ndarray) -> np.ndarray:
 
 def _hops_from(
     b: int, cand: np.ndarray, end: np.ndarray, rtt: np.ndarray, layer: np.ndarray, price: np.ndarray
-) -> tuple[dict[int, HopSet], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+) -> tuple[dict[int, HopSet], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Pareto hop sets from boundary b to every reachable j, from the candidate rows covering b."""
     lens = end[cand] - b
     rows = np.repeat(cand, lens)
@@ -153,7 +165,7 @@ def _hops_from(
     stops = [*bounds.tolist(), int(j.size)]
     js, lats, negs, rws = j.tolist(), lat.tolist(), (-cost).tolist(), rows.tolist()
     sets = {js[a]: HopSet(lats[a:z], negs[a:z], rws[a:z]) for a, z in zip(starts, stops, strict=True)}
-    return sets, (j, lat, cost)
+    return sets, (j, lat, cost, rows)
 
 
 def _best_to_end(table: HopTable, end: int, objective: str) -> BestToEnd:

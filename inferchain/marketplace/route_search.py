@@ -1,34 +1,43 @@
-"""Exact search for the best route under a price cap and a latency cap (bi-objective A* on a hop table).
+"""Exact search for the best route under a price cap and a latency cap (A* over a hop table).
 
-Labels are partial routes (latency, price) ending at a layer boundary. They are popped in lexicographic
-order of lower bounds on the final (primary, secondary) cost of any route extending them. At the end
-boundary the bounds are the exact costs, and every prefix of a better route has smaller bounds, so the
-first label popped at the end boundary is the lexicographic optimum.
-Labels that cannot meet a cap even with the best completion, or that another label at the same boundary
-dominates, are dropped; neither can lead to a better feasible route, so the search stays exact.
+The objective's cost is the *primary* cost; the other one, the *resource*, is capped (objective "latency":
+least latency within the price cap; "price": least price within the latency cap). Labels are partial
+routes (primary, resource) ending at a layer boundary, popped in lexicographic order of lower bounds on
+the final (primary, resource). At the end boundary the bounds are the exact costs and every prefix of a
+better route has smaller bounds, so the first label popped there is the lexicographic optimum. A label is
+dropped only when it cannot meet a cap, when its bound exceeds a route already found, or when another label
+at the same boundary is no worse in both costs: the search stays exact.
 
-When a cap binds, a Lagrangian relaxation sharpens the pruning: for a multiplier lam >= 0 let
-D(j) = min over completions from j of (primary + lam * resource). Any completion that spends at most the
-remaining resource r has primary >= D(j) - lam * r, a valid lower bound. lam is found by walking the
-lower convex hull between the best-primary and the best-resource routes (a few DP passes in numpy);
-the feasible hull route found on the way is the incumbent every label must beat.
+Bound tables. The strength of A* is the lower bound g(j, s) on the primary cost of completing a route from
+boundary j with at most s resource to spare ("slack": the cap minus what is spent minus the least resource
+any completion from j needs). Convex (Lagrangian) bounds are weak here: the Pareto front of routes is dense
+(every cut point of two overlapping spans is another route) and jagged. Instead a backward DP over slack
+buckets of width 2**shift gives, for every boundary, a table G[j][k] <= g(j, s) for all s < (k + 1) * 2**shift
+(each hop's extra resource is rounded down to whole buckets, so the table never overestimates). A query
+uses the finest scale whose BUCKETS buckets cover its slack, so every query sees ~BUCKETS buckets of
+resolution whatever its cap. The tables depend only on the hop table (not on the caps): they are built
+once per (end, objective, scale) on the first quote that needs them and dropped with the hop table. Only
+hops whose extra resource fits the scale take part, so the fine scales are cheap.
+
+Children are generated lazily: expanding a label computes all its children's bounds at once (numpy) and
+queues them as one sorted stream, so a child costs Python work only when it is popped.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
-from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
+from bisect import bisect_left
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from inferchain.marketplace.route_index import HopTable
 
-# Hull-walk iterations; any multiplier gives a valid bound, more only make it tighter.
-_HULL_STEPS = 6
-# Relative slack of the float (Lagrangian) bounds.
-_SLACK = 1e-9
+# Slack buckets per bound table: more is a tighter bound (fewer labels) but a dearer table.
+BUCKETS = 1024
+_CHUNK = 16  # children sorted per step of a label's lazy children stream
+_WIDTH = 2 * BUCKETS  # a bound table row with BUCKETS of padding on its left
+_INF = 2**62  # "unreachable" in int64 costs; costs inside the index stay below it (see planner._price_units)
 
 
 @dataclass(frozen=True)
@@ -40,184 +49,263 @@ class SearchHop:
     price: int
 
 
+@dataclass
+class _Steps:
+    """The hops out of one boundary that can reach the end, sorted by the least resource to the end."""
+
+    to: np.ndarray  # target boundary j
+    key: np.ndarray  # where row j starts in a flat bound table (plus its left padding)
+    primary: np.ndarray  # the hop's primary cost
+    resource: np.ndarray  # the hop's resource cost
+    reach: np.ndarray  # resource + least resource from j to the end (ascending)
+    flat: np.ndarray  # index of the hop in table.flat[b]
+    row: np.ndarray  # the hop's representative offer row
+    lists: tuple[list[int], list[int], list[int]]  # (to, primary, resource) as Python ints
+
+
+@dataclass
+class _Bounds:
+    """Search structures for one (end, objective) of a hop table; independent of the caps."""
+
+    end: int
+    least_primary: list[int]  # least primary cost from each boundary to the end (_INF: unreachable)
+    least_resource: np.ndarray  # least resource from each boundary to the end
+    best_resource: np.ndarray  # resource of the lexicographically best-primary completion from each boundary
+    steps: list[_Steps | None]
+    top_shift: int  # coarsest slack scale needed: BUCKETS << top_shift exceeds every boundary's useful slack
+    tables: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # shift -> bound tables
+
+
 def search(
     table: HopTable, start: int, end: int, max_price: float, max_lat_us: float, objective: str
 ) -> list[SearchHop] | None:
     """Lexicographically best route from ``start`` to ``end`` within both caps, or None if none exists."""
-    fastest, cheapest = table.best_to_end(end, "latency"), table.best_to_end(end, "price")
-    lb_lat, lb_price = fastest.primary, cheapest.primary
     by_latency = objective == "latency"
-    # primary objective vs the resource whose cap binds
-    cap, other_cap = (max_price, max_lat_us) if by_latency else (max_lat_us, max_price)
-    lam, dual, incumbent = 0.0, [0.0] * (table.num_layers + 1), math.inf
-    if math.isfinite(cap):
-        fast = (fastest.primary[start], fastest.secondary[start])  # (lat, price)
-        cheap = (cheapest.secondary[start], cheapest.primary[start])  # (lat, price)
-        best_primary, best_resource = (fast, cheap) if by_latency else (cheap, fast)
-        lam, dual, incumbent = _lagrangian(table, start, end, by_latency, cap, best_primary, best_resource)
-        if incumbent > other_cap:  # the hull route breaks the other cap: no incumbent yet
-            incumbent = math.inf
-    # The Lagrangian bounds are floats: loosen them by a relative slack (large prices make lam * price
-    # big), so rounding can only keep a label, never drop it or pop it too late.
-    slack = 0.5 + _SLACK * (abs(incumbent if math.isfinite(incumbent) else 0.0) + lam * (cap if lam else 0.0))
-    slack += _SLACK * max((abs(d) for d in dual if math.isfinite(d)), default=0.0)
-    bound_cap = min(incumbent, max_lat_us if by_latency else max_price) + slack
+    bounds = _bounds(table, end, by_latency)
+    primary_cap, resource_cap = (max_lat_us, max_price) if by_latency else (max_price, max_lat_us)
+    cap_p = int(primary_cap) if primary_cap < _INF else _INF
+    cap_r = int(resource_cap) if resource_cap < _INF else _INF
+    least_p, least_r = bounds.least_primary, bounds.least_resource
+    slack0 = cap_r - int(least_r[start])
+    if least_p[start] >= _INF or slack0 < 0 or least_p[start] > cap_p:
+        return None
+    shift = min(bounds.top_shift, (slack0 // BUCKETS).bit_length())
+    bound_p, bound_r = _slack_table(bounds, shift)
+    last = BUCKETS - 1
 
-    lat_of: list[int] = [0]
-    price_of: list[int] = [0]
+    prim_of: list[int] = [0]
+    res_of: list[int] = [0]
     at: list[int] = [start]
     parent: list[int] = [-1]
-    via: list[tuple[int, int, int]] = [(-1, -1, -1)]  # (from boundary, to boundary, hop index)
+    via: list[int] = [-1]  # index of the hop in table.flat[at[parent]]
+    last_row: list[int] = [-1]  # the offer row of the label's last hop
     dead: list[bool] = [False]
-    # Per boundary front of live labels, sorted by latency (prices then strictly decrease).
-    front_lat: dict[int, list[int]] = {start: [0]}
-    front_price: dict[int, list[int]] = {start: [0]}
+    front_p: dict[int, list[int]] = {start: [0]}  # per boundary, live labels sorted by primary
+    front_r: dict[int, list[int]] = {start: [0]}
     front_id: dict[int, list[int]] = {start: [0]}
-
-    def key(label: int) -> tuple[float, float, int]:
-        # Lower bounds on the final (primary, secondary); the Lagrangian bound tightens the primary one.
-        b, lat, price = at[label], lat_of[label], price_of[label]
-        f_lat, f_price = lat + lb_lat[b], price + lb_price[b]
-        if not lam:
-            return (f_lat, f_price, label) if by_latency else (f_price, f_lat, label)
-        if by_latency:
-            return (max(f_lat, lat + dual[b] - lam * (max_price - price) - slack), f_price, label)
-        return (max(f_price, price + dual[b] - lam * (max_lat_us - lat) - slack), f_lat, label)
-
-    heap = [key(0)]
+    # Heap entries: (primary bound, resource bound, seq, label, position, children). children None: expand
+    # the label; otherwise the label's sorted children stream, next to materialise at ``position``.
+    heap: list[tuple] = [(least_p[start], int(least_r[start]), 0, 0, 0, None)]
+    seq = 1
     while heap:
-        label = heapq.heappop(heap)[2]
-        if dead[label]:
+        bound, sec, _, label, pos, kids = heapq.heappop(heap)
+        if dead[label] or bound > cap_p:
+            continue  # a dominated label's children are dominated by its dominator's children
+        if kids is None:
+            b = at[label]
+            if b == end:
+                return _unwind(table, label, at, parent, via)
+            steps = bounds.steps[b]
+            if steps is None:
+                continue
+            spare = cap_r - res_of[label]
+            n = int(np.searchsorted(steps.reach, spare, side="right"))  # children that can meet the cap
+            if n == 0:
+                continue
+            at_k = steps.key[:n] + np.minimum((spare - steps.reach[:n]) >> shift, last)
+            bnd = steps.primary[:n] + bound_p[at_k] + prim_of[label]
+            # The same node again right away is never needed: one hop over both spans is no dearer and
+            # no slower (one round trip less), and it is (or is dominated by) a sibling of this label.
+            sel = np.flatnonzero((bnd <= cap_p) & (steps.row[:n] != last_row[label]))
+            if sel.size == 0:
+                continue
+            kids = _chunk(sel, bnd[sel], steps.resource[sel] + bound_r[at_k[sel]] + res_of[label])
+            heapq.heappush(heap, (kids[1][0], kids[2][0], seq, label, 0, kids))
+            seq += 1
             continue
-        b = at[label]
-        if b == end:
-            return _unwind(table, label, parent, via)
-        lat0, price0 = lat_of[label], price_of[label]
-        for j, hs in table.hops[b].items():
-            if j > end:
-                continue
-            lat_room = max_lat_us - lat0 - lb_lat[j]
-            price_room = max_price - price0 - lb_price[j]
-            if lat_room < 0 or price_room < 0:
-                continue
-            lo = bisect_left(hs.neg_price, -price_room)  # hops cheap enough (prices fall along the list)
-            hi = bisect_right(hs.lat, lat_room)  # hops fast enough
-            for h in range(lo, hi):
-                lat1, price1 = lat0 + hs.lat[h], price0 - hs.neg_price[h]
-                if lam:
-                    if by_latency:
-                        bound = lat1 + dual[j] - lam * (max_price - price1)
-                    else:
-                        bound = price1 + dual[j] - lam * (max_lat_us - lat1)
-                    if bound > bound_cap:
-                        continue
-                if not _admit(front_lat, front_price, front_id, dead, j, lat1, price1, len(lat_of)):
-                    continue
-                lat_of.append(lat1)
-                price_of.append(price1)
-                at.append(j)
-                parent.append(label)
-                via.append((b, j, h))
-                dead.append(False)
-                heapq.heappush(heap, key(len(lat_of) - 1))
+        sel_l, bnd_l, sec_l, rest = kids
+        if pos + 1 < len(sel_l):
+            heapq.heappush(heap, (bnd_l[pos + 1], sec_l[pos + 1], seq, label, pos + 1, kids))
+            seq += 1
+        elif rest is not None:
+            more = _chunk(*rest)
+            heapq.heappush(heap, (more[1][0], more[2][0], seq, label, 0, more))
+            seq += 1
+        i = sel_l[pos]
+        steps_l = bounds.steps[at[label]]
+        assert steps_l is not None
+        to_l, prim_l, res_l = steps_l.lists
+        j = to_l[i]
+        p1, r1 = prim_of[label] + prim_l[i], res_of[label] + res_l[i]
+        if not _admit(front_p, front_r, front_id, dead, j, p1, r1, len(prim_of)):
+            continue
+        prim_of.append(p1)
+        res_of.append(r1)
+        at.append(j)
+        parent.append(label)
+        via.append(int(steps_l.flat[i]))
+        last_row.append(int(steps_l.row[i]))
+        dead.append(False)
+        heapq.heappush(heap, (bound, sec, seq, len(prim_of) - 1, 0, None))
+        seq += 1
+        if j == end and p1 < cap_p:
+            cap_p = p1  # a route: nothing with a larger primary bound can win any more
     return None
 
 
+def _chunk(sel: np.ndarray, bnd: np.ndarray, sec: np.ndarray) -> tuple:
+    """The next children of a label in (bound, secondary) order: the _CHUNK least as sorted lists, and the
+    rest (all with larger bounds) as arrays for later; most streams are abandoned long before their end."""
+    rest = None
+    if sel.size > _CHUNK:
+        low = bnd <= np.partition(bnd, _CHUNK - 1)[_CHUNK - 1]
+        high = ~low
+        if high.any():
+            rest = (sel[high], bnd[high], sec[high])
+            sel, bnd, sec = sel[low], bnd[low], sec[low]
+    order = np.lexsort((sec, bnd))
+    return sel[order].tolist(), bnd[order].tolist(), sec[order].tolist(), rest
+
+
+def _bounds(table: HopTable, end: int, by_latency: bool) -> _Bounds:
+    key = ("bounds", end, by_latency)
+    cached = table.search_cache.get(key)
+    if cached is None:
+        cached = table.search_cache[key] = _build_bounds(table, end, by_latency)
+    return cached
+
+
+def _ints(values: list[float]) -> np.ndarray:
+    return np.array([int(v) if v < _INF else _INF for v in values], dtype=np.int64)
+
+
+def _build_bounds(table: HopTable, end: int, by_latency: bool) -> _Bounds:
+    fastest, cheapest = table.best_to_end(end, "latency"), table.best_to_end(end, "price")
+    by_primary, by_resource = (fastest, cheapest) if by_latency else (cheapest, fastest)
+    least_p, least_r = _ints(by_primary.primary), _ints(by_resource.primary)
+    # resource of the best-primary route from each boundary: beyond it the slack no longer matters
+    best_r = _ints(by_primary.secondary)
+    reachable = least_r < _INF
+    spread = int((best_r - least_r)[reachable].max()) if reachable.any() else 0
+    top_shift = (spread // BUCKETS).bit_length()
+    steps: list[_Steps | None] = [None] * (end + 1)
+    for b in range(end):
+        if least_r[b] >= _INF:
+            continue
+        to, lat, price, rows = table.flat[b]
+        keep = np.flatnonzero((to <= end) & (least_r[np.minimum(to, end)] < _INF))
+        to = to[keep]
+        primary, resource = (lat[keep], price[keep]) if by_latency else (price[keep], lat[keep])
+        reach = resource + least_r[to]
+        order = np.argsort(reach, kind="stable")
+        to, primary, resource, reach, keep = to[order], primary[order], resource[order], reach[order], keep[order]
+        steps[b] = _Steps(
+            to=to,
+            key=to * _WIDTH + BUCKETS,
+            primary=primary,
+            resource=resource,
+            reach=reach,
+            flat=keep,
+            row=rows[keep],
+            lists=(to.tolist(), primary.tolist(), resource.tolist()),
+        )
+    return _Bounds(end, least_p.tolist(), least_r, best_r, steps, top_shift)
+
+
+def _slack_table(bounds: _Bounds, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat tables, row j at j * _WIDTH + BUCKETS + k: the lexicographically least (primary, resource) of
+    the completions from j that fit a slack < (k + 1) << shift, each hop's extra resource rounded down to
+    whole buckets (so every completion that truly fits is among them: a lexicographic lower bound). The
+    BUCKETS entries before each row are _INF, so a read shifted below bucket 0 finds "impossible"."""
+    cached = bounds.tables.get(shift)
+    if cached is not None:
+        return cached
+    end = bounds.end
+    primary = np.full((end + 1, _WIDTH), _INF, dtype=np.int64)
+    resource = np.full((end + 1, _WIDTH), _INF, dtype=np.int64)
+    primary[end, BUCKETS:] = 0
+    resource[end, BUCKETS:] = 0
+    flat_p, flat_r = primary.reshape(-1), resource.reshape(-1)
+    limit = BUCKETS << shift
+    for b in range(end - 1, -1, -1):
+        steps = bounds.steps[b]
+        if steps is None:
+            continue
+        base = int(bounds.least_resource[b])
+        n = int(np.searchsorted(steps.reach, base + limit, side="left"))  # hops whose extra resource fits
+        if n == 0:
+            continue
+        # From bucket (best_resource - least_resource) >> shift on, the best-primary completion fits: the
+        # row is constant there, so only the buckets before it are computed.
+        width = min(BUCKETS, ((int(bounds.best_resource[b]) - base) >> shift) + 1)
+        starts = steps.key[:n] - ((steps.reach[:n] - base) >> shift)  # rounded down: never overestimates
+        # hops reading the same shifted row: only the lexicographically least one matters
+        order = np.lexsort((steps.resource[:n], steps.primary[:n], starts))
+        starts, hop_p, hop_r = starts[order], steps.primary[:n][order], steps.resource[:n][order]
+        first = np.concatenate(([True], starts[1:] != starts[:-1]))
+        starts, hop_p, hop_r = starts[first], hop_p[first], hop_r[first]
+        # window i = the ``width`` entries from flat index i: a hop's completions, shifted by its extra
+        values = np.lib.stride_tricks.sliding_window_view(flat_p, width)[starts]
+        values += hop_p[:, None]
+        best = values.min(axis=0)
+        spent = np.lib.stride_tricks.sliding_window_view(flat_r, width)[starts]
+        spent += hop_r[:, None]
+        spent[values != best] = _INF
+        np.minimum(best, _INF, out=primary[b, BUCKETS : BUCKETS + width])
+        np.minimum(spent.min(axis=0), _INF, out=resource[b, BUCKETS : BUCKETS + width])
+        primary[b, BUCKETS + width :] = primary[b, BUCKETS + width - 1]
+        resource[b, BUCKETS + width :] = resource[b, BUCKETS + width - 1]
+    bounds.tables[shift] = (flat_p, flat_r)
+    return flat_p, flat_r
+
+
 def _admit(
-    front_lat: dict[int, list[int]],
-    front_price: dict[int, list[int]],
+    front_p: dict[int, list[int]],
+    front_r: dict[int, list[int]],
     front_id: dict[int, list[int]],
     dead: list[bool],
     j: int,
-    lat: int,
-    price: int,
+    primary: int,
+    resource: int,
     new_id: int,
 ) -> bool:
-    """Insert (lat, price) into boundary j's front unless dominated; kill the labels it dominates."""
-    lats = front_lat.setdefault(j, [])
-    prices = front_price.setdefault(j, [])
+    """Insert (primary, resource) into boundary j's front unless dominated; kill the labels it dominates."""
+    prims = front_p.setdefault(j, [])
+    ress = front_r.setdefault(j, [])
     ids = front_id.setdefault(j, [])
-    pos = bisect_left(lats, lat)
-    if pos > 0 and prices[pos - 1] <= price:
+    pos = bisect_left(prims, primary)
+    if pos > 0 and ress[pos - 1] <= resource:
         return False
-    if pos < len(lats) and lats[pos] == lat and prices[pos] <= price:
+    if pos < len(prims) and prims[pos] == primary and ress[pos] <= resource:
         return False
     stop = pos
-    while stop < len(lats) and prices[stop] >= price:
+    while stop < len(prims) and ress[stop] >= resource:
         dead[ids[stop]] = True
         stop += 1
-    del lats[pos:stop], prices[pos:stop], ids[pos:stop]
-    lats.insert(pos, lat)
-    prices.insert(pos, price)
+    del prims[pos:stop], ress[pos:stop], ids[pos:stop]
+    prims.insert(pos, primary)
+    ress.insert(pos, resource)
     ids.insert(pos, new_id)
     return True
 
 
-def _unwind(table: HopTable, label: int, parent: list[int], via: list[tuple[int, int, int]]) -> list[SearchHop]:
+def _unwind(table: HopTable, label: int, at: list[int], parent: list[int], via: list[int]) -> list[SearchHop]:
     hops: list[SearchHop] = []
     while parent[label] >= 0:
-        b, j, h = via[label]
-        hs = table.hops[b][j]
-        hops.append(SearchHop(b, j, hs.row[h], hs.lat[h], -hs.neg_price[h]))
+        b = at[parent[label]]
+        to, lat, price, row = table.flat[b]
+        i = via[label]
+        hops.append(SearchHop(b, int(to[i]), int(row[i]), int(lat[i]), int(price[i])))
         label = parent[label]
     hops.reverse()
     return hops
-
-
-def _lagrangian(
-    table: HopTable,
-    start: int,
-    end: int,
-    by_latency: bool,
-    cap: float,
-    best_primary: tuple[float, float],
-    best_resource: tuple[float, float],
-) -> tuple[float, list[float], float]:
-    """(lam, D per boundary, primary cost of the best resource-feasible hull route) for the bound."""
-
-    def split(point: tuple[float, float]) -> tuple[float, float]:  # (lat, price) -> (primary, resource)
-        return point if by_latency else (point[1], point[0])
-
-    low = split(best_primary)  # best primary, breaks the cap
-    high = split(best_resource)  # least resource, meets the cap (checked by the caller)
-    lam, dual = 0.0, [0.0] * (table.num_layers + 1)
-    for _ in range(_HULL_STEPS):
-        if low[1] <= high[1] or high[0] <= low[0]:
-            break
-        lam = (high[0] - low[0]) / (low[1] - high[1])
-        dual, point = _relaxed(table, start, end, by_latency, lam)
-        value = point[0] + lam * point[1]
-        if value >= low[0] + lam * low[1] - 1e-9 * max(1.0, abs(value)):
-            break  # no hull point below the line: lam is optimal
-        if point[1] <= cap:
-            high = point
-        else:
-            low = point
-    return lam, dual, high[0]
-
-
-def _relaxed(
-    table: HopTable, start: int, end: int, by_latency: bool, lam: float
-) -> tuple[list[float], tuple[int, int]]:
-    """Backward DP of primary + lam * resource to ``end``; also the (primary, resource) of its route."""
-    dual = np.full(table.num_layers + 1, np.inf)
-    dual[end] = 0.0
-    pick: dict[int, int] = {}
-    for b in range(end - 1, start - 1, -1):
-        j, lat, price = table.flat[b]
-        if j.size == 0:
-            continue
-        values = (lat + lam * price if by_latency else price + lam * lat) + dual[j]
-        k = int(np.argmin(values))
-        dual[b] = values[k]
-        pick[b] = k
-    primary = resource = 0
-    b = start
-    while b != end:
-        j, lat, price = table.flat[b]
-        k = pick[b]
-        hop_lat, hop_price = int(lat[k]), int(price[k])
-        primary += hop_lat if by_latency else hop_price
-        resource += hop_price if by_latency else hop_lat
-        b = int(j[k])
-    return dual.tolist(), (primary, resource)
