@@ -197,6 +197,7 @@ class RemoteSpan:
 
     async def _countersign(self, framed: FramedStream, closed: m.Closed) -> None:
         """Check the node's receipt against what this session sent; countersign it and wait for the node's ack."""
+        from inferchain.trust.validator import SessionEvidence  # at run time too (the top import is for typing)
         from inferchain.wallet.receipts import InvalidReceipt
 
         assert self.buyer is not None and closed.receipt is not None
