@@ -2,6 +2,7 @@
 
 Tables (one file, `validator.sqlite` in the validator's data folder):
 
+- `unreadable`: files that did not parse as evidence (and why), not read again;
 - `seen`: every evidence file taken in (name, node, session, span, the receipt's digest and the node's signature),
   so a second, different receipt the node signed for the same session and span is found (equivocation);
 - `checks`: each sampled session's outcome (honest / guilty / unverifiable), reason and comparison figures;
@@ -38,6 +39,7 @@ CREATE TABLE IF NOT EXISTS verdicts (
 CREATE TABLE IF NOT EXISTS submissions (
     offence TEXT PRIMARY KEY, kind TEXT NOT NULL, node TEXT NOT NULL, session_id TEXT NOT NULL,
     status TEXT NOT NULL, tx_hash TEXT, block INTEGER, signatures INTEGER, error TEXT, at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS unreadable (file TEXT PRIMARY KEY, reason TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS payments (
     key TEXT PRIMARY KEY, judged_file TEXT NOT NULL, receipt TEXT NOT NULL, validator_signature TEXT NOT NULL,
     signed_at REAL NOT NULL);
@@ -82,6 +84,9 @@ class EvidenceStore:
         )  # fmt: skip
         return others
 
+    def add_unreadable(self, file: str, reason: str) -> None:
+        self._write("INSERT OR REPLACE INTO unreadable VALUES (?,?,?)", (file, reason, time.time()))
+
     def add_check(self, file: str, node: str, session_id: str, check: Any, seconds: float) -> None:
         c = check.comparison
         self._write(
@@ -124,7 +129,8 @@ class EvidenceStore:
 
     # -- reads -----------------------------------------------------------------------------------------
     def has_seen(self, file: str) -> bool:
-        return self._db.execute("SELECT 1 FROM seen WHERE file = ?", (file,)).fetchone() is not None
+        seen = self._db.execute("SELECT 1 FROM seen WHERE file = ?", (file,)).fetchone()
+        return seen is not None or bool(self._db.execute("SELECT 1 FROM unreadable WHERE file = ?", (file,)).fetchone())
 
     def conflicting(self, receipt: dict[str, Any], digest: str) -> list[SeenReceipt]:
         rows = self._db.execute(

@@ -123,7 +123,9 @@ class ValidatorWorker:
             try:
                 evidence = SessionEvidence.from_json(json.loads(path.read_text()))
             except Exception as e:  # whatever a buyer drops in must not stop the validator
-                self.progress({"file": path.name, "outcome": "unreadable", "reason": f"{type(e).__name__}: {e}"})
+                reason = f"{type(e).__name__}: {e}"[:500]
+                self.store.add_unreadable(path.name, reason)
+                self.progress({"file": path.name, "outcome": "unreadable", "reason": reason})
                 continue
             self._take(path.name, evidence, report)
         if self.chain is not None:
