@@ -1,5 +1,6 @@
-"""`inferchain demo` end to end: devnet, four staked operators as node processes, a paid chat over the planner's
-route, receipts settled on-chain; then `demo down` leaves no process behind, and a second run works."""
+"""`inferchain demo` end to end: devnet, four staked operators as node processes, the market with its paid gateway
+and web UI, a paid chat over the planner's route and a reseller customer's chat through the OpenAI-compatible API,
+receipts settled on-chain; then `demo down` leaves no process behind, and a second run works."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -46,12 +48,23 @@ def test_demo_pays_every_node_on_chain_and_cleans_up(smollm2, tmp_path):
         buyer_left = chain.escrow_balance(chain.w3.eth.accounts[5])
         paid = 100 * ONE_TOKEN - buyer_left
         assert paid > 0
+        # the reseller's customer chatted through the gateway; its escrow paid exactly the settled receipts
+        gateway = summary["gateway_chat"]
+        assert "Paris" in gateway["answer"] and gateway["usage"]["completion_tokens"] >= 1
+        assert gateway["receipts"] and all(rc["state"] == "settled" and rc["settled_tx"] for rc in gateway["receipts"])
+        resold = 100 * ONE_TOKEN - chain.escrow_balance(chain.w3.eth.accounts[6])
+        assert resold == sum(int(rc["amount"]) for rc in gateway["receipts"]) > 0
         earned = [chain.earnings(row["address"]) for row in summary["nodes"]]
-        served = {hop["operator"] for hop in summary["route"]}
+        served = {hop["operator"] for hop in summary["route"]} | {
+            row["operator"] for row in summary["nodes"] if row["gateway_receipts"]
+        }
         for row, amount in zip(summary["nodes"], earned, strict=True):
             assert (amount > 0) == (row["operator"] in served)
-        # nodes get what the buyer paid less the 5% protocol fee (rounded down per receipt: at most 1 wei each)
-        assert 0 <= sum(earned) - (paid - paid * 500 // 10_000) <= len(served)
+        # nodes get what both payers paid less the 5% protocol fee (rounded down per receipt: at most 1 wei each)
+        total, receipts = paid + resold, len(summary["route"]) + len(gateway["receipts"])
+        assert 0 <= sum(earned) - (total - total * 500 // 10_000) <= receipts
+        page = httpx.get(summary["web_ui"], timeout=30, follow_redirects=True)  # the market and its web UI stay up
+        assert page.status_code == 200 and "<html" in page.text.lower()
         pids = json.loads((demo / "pids.json").read_text())
         assert pids and all(psutil.pid_exists(p) for p in pids)
     finally:

@@ -1,9 +1,11 @@
 """`inferchain demo`: the whole paid market on one machine, and `inferchain demo down`.
 
-A devnet chain with the contracts, three operators (wallets, registration, stake, each node process with its own
-data folder, overlapping spans), a buyer with an escrow deposit, a paid chat over the planner's route, the
-receipts settled on-chain, and a summary. Everything it starts is recorded by PID in the demo folder and stopped
-at the end (or by `inferchain demo down`); a second run starts from a clean folder.
+A devnet chain with the contracts, four operators (wallets, registration, stake, each node process with its own
+data folder, overlapping spans), the market (offer book, paid gateway with its settlement worker, web UI), a
+buyer with an escrow deposit and a paid chat over the planner's route, a reseller whose customer chats through
+the OpenAI-compatible API with an API key, every receipt settled on-chain, and a summary. Everything it starts is
+recorded by PID in the demo folder and stopped at the end (or by `inferchain demo down`); a second run starts
+from a clean folder.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ PASSPHRASE = "inferchain demo"  # devnet wallets only: the keys are Hardhat's pu
 SPANS = [(0, 12), (10, 22), (20, 30), (8, 24)]
 PRICES = ["0.002", "0.001", "0.003", "0.004"]  # INFER per 1k tokens per layer
 BUYER = len(SPANS) + 1  # devnet account index of the buyer (0 deploys, 1..4 operate)
+RESELLER, GATEWAY = BUYER + 1, BUYER + 2  # a reseller with escrow, and the market's gateway key it authorises
 PIDS = "pids.json"
 
 
@@ -96,6 +99,7 @@ def run_demo(
 ) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
+    from inferchain.cli.demo_market import DemoMarketError, customer_chat, start_market, wait_for_offers
     from inferchain.client.chain import RouteLimits
     from inferchain.client.generation import SamplingParams, chat_prompt, stream_tokens
     from inferchain.client.session import InferenceSession
@@ -119,12 +123,12 @@ def run_demo(
         prepare_default_model(folder)
     chain_dir = home / "chain"
     say("starting the devnet chain and deploying the contracts")
-    devnet.up(chain_dir, accounts=BUYER + 1, fund=10_000 * ONE_TOKEN, progress=say)
+    devnet.up(chain_dir, accounts=GATEWAY + 1, fund=10_000 * ONE_TOKEN, progress=say)
     pids: list[int] = []  # node processes; the devnet is stopped through its own PID file
     nodes = []
     try:
         chain = Chain.open(chain_dir / "deployment.json")
-        keys = devnet.devnet_accounts(BUYER + 1)
+        keys = devnet.devnet_accounts(GATEWAY + 1)
         env = {
             "INFERCHAIN_HOME": str(chain_dir),  # deployment.json and the wallets live here
             "INFERCHAIN_PASSPHRASE": PASSPHRASE,
@@ -152,6 +156,12 @@ def run_demo(
         for node in nodes:
             node.wait_ready(180)
         say(f"{len(nodes)} paid node processes are serving")
+        store.import_private_key("gateway", keys[GATEWAY]["private_key"], PASSPHRASE)
+        market = start_market(home, chain_dir / "deployment.json", [n.addr for n in nodes], folder, "gateway", env)
+        pids.append(market.process.pid)
+        _record_pids(home, pids)
+        wait_for_offers(market, len(nodes))
+        say(f"the market verified {len(nodes)} signed offers; gateway and web UI at {market.url}")
 
         buyer_key = Account_from(keys[BUYER]["private_key"])
         chain.deposit(buyer_key, 100 * ONE_TOKEN)
@@ -187,6 +197,18 @@ def run_demo(
         receipts = s.receipts
         chat_s = time.monotonic() - started
         say(f"{len(receipts)} receipts signed by the nodes and countersigned by the buyer")
+
+        reseller = Account_from(keys[RESELLER]["private_key"])
+        chain.deposit(reseller, 100 * ONE_TOKEN)
+        chain.authorize_signer(reseller, Account_from(keys[GATEWAY]["private_key"]).address)
+        say(f"reseller {reseller.address} deposited 100 INFER and authorised the gateway's key")
+        escrow_before = chain.escrow_balance(reseller.address)
+        gateway_chat = customer_chat(market, reseller, prompt, max_tokens)
+        gateway_chat["reseller_paid_infer"] = fmt_token(escrow_before - chain.escrow_balance(reseller.address))
+        say(
+            f"the reseller's customer chatted through the OpenAI-compatible API; the gateway settled "
+            f"{len(gateway_chat['receipts'])} receipts from the reseller's escrow"
+        )
 
         settled_gas, settle_started = 0, time.monotonic()
         for (name, *_), node in zip(operators, nodes, strict=True):
@@ -224,6 +246,8 @@ def run_demo(
                     "price_per_1k_per_layer": price,
                     "earned_infer": fmt_token(chain.earnings(addr)),
                     "receipts": sum(1 for r in receipts if r.receipt.node == addr),
+                    "gateway_layers": [rc["span"] for rc in gateway_chat["receipts"] if rc["node"] == addr],
+                    "gateway_receipts": sum(1 for rc in gateway_chat["receipts"] if rc["node"] == addr),
                 }
             )
         summary = {
@@ -245,11 +269,13 @@ def run_demo(
             else None,
             "settle_seconds": round(settle_s, 2),
             "chain_rpc": chain.deployment.rpc_url,
+            "gateway_chat": gateway_chat,
+            "web_ui": market.url + "/app",
         }
         if not quiet:
             _print_summary(summary)
         return summary
-    except NodeStartError as e:
+    except (NodeStartError, DemoMarketError) as e:
         fail(str(e))
     finally:
         if keep:
@@ -276,16 +302,17 @@ def _owner(peer_id: str, nodes: list[Any], operators: Sequence[tuple[str, str, t
 def _print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title="paid chat: who served what, and what they earned")
-    for col in ("operator", "layers served", "price/1k/layer", "receipts", "earned INFER"):
+    table = Table(title="two paid chats: who served what, and what they earned")
+    for col in ("operator", "price/1k/layer", "buyer's chat", "customer's chat (gateway)", "receipts", "earned INFER"):
         table.add_column(col)
     served = {r["operator"]: f"{r['layers'][0]}:{r['layers'][1]}" for r in summary["route"]}
     for r in summary["nodes"]:
         table.add_row(
             r["operator"],
-            served.get(r["operator"], "-"),
             r["price_per_1k_per_layer"],
-            str(r["receipts"]),
+            served.get(r["operator"], "-"),
+            ", ".join(f"{a}:{b}" for a, b in r["gateway_layers"]) or "-",
+            str(r["receipts"] + r["gateway_receipts"]),
             r["earned_infer"],
         )
     console.print(table)
@@ -293,3 +320,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console.print("gas used: " + ", ".join(f"{k} {v:,}" for k, v in summary["gas"].items()))
     for f in summary["failovers"]:
         console.print(f"[yellow]fail-over[/]: layers {f['layers']} moved after: {f['reason']}")
+    g = summary["gateway_chat"]
+    console.print(
+        f"reseller's customer (API key, OpenAI-compatible API): {g['usage']['completion_tokens']} tokens, "
+        f"{len(g['receipts'])} receipts settled by the gateway; the reseller paid {g['reseller_paid_infer']} INFER"
+    )
+    console.print(f"web UI: [bold]{summary['web_ui']}[/]")
