@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from inferchain.marketplace import route_search
 from inferchain.marketplace.planner import (
     CapsConflictError,
     Hop,
@@ -483,3 +486,86 @@ def test_planner_matches_brute_force_when_caps_bind(instance, frac, other_frac, 
     lat, price = route_cost(route, {o.node_id: o for o in offers})
     assert price <= max_price and lat <= max_lat
     assert ((lat, price) if objective == "latency" else (price, lat)) == want
+
+
+def pareto_reference(offers: list[Offer], layers: int, max_price, max_lat, objective):
+    """Exact best (primary, secondary) over [0, layers) by full Pareto fronts per boundary (no bounds)."""
+    fronts: dict[int, set[tuple[float, int]]] = {0: {(0.0, 0)}}
+    for b in range(layers):
+        front = sorted(fronts.pop(b, set()))
+        kept, best_price = [], math.inf
+        for lat, price in front:  # by latency, then price: keep the points no other beats on both
+            if price < best_price:
+                kept.append((lat, price))
+                best_price = price
+        for o in offers:
+            for j in range(b + 1, o.end + 1) if o.start <= b < o.end else ():
+                hop_lat, hop_price = o.rtt_ms + (j - b) * o.ms_per_layer, (j - b) * o.price_per_1k
+                fronts.setdefault(j, set()).update(
+                    (lat + hop_lat, price + hop_price)
+                    for lat, price in kept
+                    if lat + hop_lat <= max_lat and price + hop_price <= max_price
+                )
+    routes = fronts.get(layers, set())
+    return min(((lat, price) if objective == "latency" else (price, lat) for lat, price in routes), default=None)
+
+
+@st.composite
+def medium_instances(draw):
+    """12-20 layers, 6-14 overlapping offers (a covering chain first), prices from a wide range."""
+    layers = draw(st.integers(12, 20))
+    cuts = sorted(draw(st.sets(st.integers(1, layers - 1), min_size=1, max_size=4)))
+    spans = list(zip([0, *cuts], [*cuts, layers], strict=True))
+    for _ in range(draw(st.integers(5, 10))):
+        a = draw(st.integers(0, layers - 1))
+        spans.append((a, draw(st.integers(a + 1, layers))))
+    scale = draw(st.sampled_from([1, 1000, 10**9 + 7]))
+    return layers, [
+        offer(
+            f"n{i}",
+            a,
+            z,
+            price=draw(st.integers(0, 50)) * scale + draw(st.integers(0, 3)),
+            ms=float(draw(st.integers(0, 12))),
+            rtt=float(draw(st.integers(0, 30))),
+        )
+        for i, (a, z) in enumerate(spans)
+    ]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(medium_instances(), st.floats(0, 1), st.sampled_from(["latency", "price"]), st.sampled_from([1, 2, 3, 1024]))
+def test_coarse_bound_tables_stay_exact(instance, frac, objective, buckets):
+    """With 1-3 slack buckets per bound table every hop's extra resource is rounded down by a lot: the bounds
+    get loose but must never overestimate, so the search still finds the exact optimum (routes of many hops,
+    compared with full Pareto fronts)."""
+    layers, offers = instance
+    inf = math.inf
+    fast_lat, fast_price = pareto_reference(offers, layers, inf, inf, "latency")
+    cheap_price, cheap_lat = pareto_reference(offers, layers, inf, inf, "price")
+    if objective == "latency":
+        max_price, max_lat = round(cheap_price + frac * (fast_price - cheap_price)), None
+    else:
+        max_price, max_lat = None, round(fast_lat + frac * (cheap_lat - fast_lat))
+    want = pareto_reference(offers, layers, inf if max_price is None else max_price, max_lat or inf, objective)
+    with patch.object(route_search, "BUCKETS", buckets):
+        route = planner(layers, *offers).plan(M, max_price, max_lat, objective)
+    lat, price = route_cost(route, {o.node_id: o for o in offers})
+    assert ((lat, price) if objective == "latency" else (price, lat)) == want
+
+
+def test_prepare_builds_the_bound_tables_ahead_of_quotes():
+    offers = [offer("fast", 0, 10, price=10, ms=1.0, rtt=1.0), offer("slow", 0, 10, price=1, ms=5.0, rtt=1.0)]
+    p = planner(10, *offers)
+    with pytest.raises(UnknownModelError):
+        p.prepare("nope")
+    p.prepare(M)
+    table = p._tables[M]
+    built = {key: len(bounds.tables) for key, bounds in table.search_cache.items()}
+    # every scale a quote may pick: price slack up to 90 wei fits one table of 1024 one-wei buckets; latency
+    # slack up to 40 ms = 40,000 us needs buckets of 1, 2, ..., 64 us (40,000 // 1024 = 39 < 64)
+    assert built == {("bounds", 10, True): 1, ("bounds", 10, False): 7}
+    route = p.plan(M, max_price_per_1k=64)
+    assert p._tables[M] is table and route.price_per_1k == 64 and route.est_latency_ms == 28
+    p.upsert(dataclasses.replace(offers[0], price_per_1k=11))
+    assert M not in p._tables  # a cost change drops the tables with the index

@@ -23,7 +23,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from inferchain.marketplace.route_index import HopTable, OfferArrays, build_hop_table
-from inferchain.marketplace.route_search import SearchHop, search
+from inferchain.marketplace.route_search import SearchHop, prepare, search
 
 Objective = Literal["latency", "price"]
 
@@ -248,6 +248,16 @@ class RoutePlanner:
                 self._tables.pop(mid, None)
 
     # ----- quotes -----------------------------------------------------------------------------------
+    def prepare(self, model_id: str, now: float | None = None) -> None:
+        """Build the model's index now (hop table and the search's bound tables for whole-model quotes),
+        e.g. right after a batch of book updates, so that the next quotes do not pay for it. Optional:
+        quotes build whatever is missing on their own."""
+        num_layers = self.num_layers(model_id)
+        now = self._clock() if now is None else now
+        self.expire(now)
+        self._drop_expired_penalties(now)
+        prepare(self._table(model_id, set()), num_layers)
+
     def plan(
         self,
         model_id: str,

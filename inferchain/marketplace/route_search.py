@@ -36,7 +36,6 @@ from inferchain.marketplace.route_index import HopTable
 # Slack buckets per bound table: more is a tighter bound (fewer labels) but a dearer table.
 BUCKETS = 1024
 _CHUNK = 16  # children sorted per step of a label's lazy children stream
-_WIDTH = 2 * BUCKETS  # a bound table row with BUCKETS of padding on its left
 _INF = 2**62  # "unreachable" in int64 costs; costs inside the index stay below it (see planner._price_units)
 
 
@@ -68,6 +67,7 @@ class _Bounds:
     """Search structures for one (end, objective) of a hop table; independent of the caps."""
 
     end: int
+    buckets: int  # BUCKETS when built; a table row is 2 * buckets wide (buckets of padding on its left)
     least_primary: list[int]  # least primary cost from each boundary to the end (_INF: unreachable)
     least_resource: np.ndarray  # least resource from each boundary to the end
     best_resource: np.ndarray  # resource of the lexicographically best-primary completion from each boundary
@@ -89,9 +89,9 @@ def search(
     slack0 = cap_r - int(least_r[start])
     if least_p[start] >= _INF or slack0 < 0 or least_p[start] > cap_p:
         return None
-    shift = min(bounds.top_shift, (slack0 // BUCKETS).bit_length())
+    shift = min(bounds.top_shift, (slack0 // bounds.buckets).bit_length())
     bound_p, bound_r = _slack_table(bounds, shift)
-    last = BUCKETS - 1
+    last = bounds.buckets - 1
 
     prim_of: list[int] = [0]
     res_of: list[int] = [0]
@@ -163,6 +163,14 @@ def search(
     return None
 
 
+def prepare(table: HopTable, end: int) -> None:
+    """Build every bound table a search to ``end`` may need (both objectives, all scales) ahead of quotes."""
+    for by_latency in (True, False):
+        bounds = _bounds(table, end, by_latency)
+        for shift in range(bounds.top_shift + 1):
+            _slack_table(bounds, shift)
+
+
 def _chunk(sel: np.ndarray, bnd: np.ndarray, sec: np.ndarray) -> tuple:
     """The next children of a label in (bound, secondary) order: the _CHUNK least as sorted lists, and the
     rest (all with larger bounds) as arrays for later; most streams are abandoned long before their end."""
@@ -197,7 +205,8 @@ def _build_bounds(table: HopTable, end: int, by_latency: bool) -> _Bounds:
     best_r = _ints(by_primary.secondary)
     reachable = least_r < _INF
     spread = int((best_r - least_r)[reachable].max()) if reachable.any() else 0
-    top_shift = (spread // BUCKETS).bit_length()
+    nb = BUCKETS
+    top_shift = (spread // nb).bit_length()
     steps: list[_Steps | None] = [None] * (end + 1)
     for b in range(end):
         if least_r[b] >= _INF:
@@ -211,7 +220,7 @@ def _build_bounds(table: HopTable, end: int, by_latency: bool) -> _Bounds:
         to, primary, resource, reach, keep = to[order], primary[order], resource[order], reach[order], keep[order]
         steps[b] = _Steps(
             to=to,
-            key=to * _WIDTH + BUCKETS,
+            key=to * 2 * nb + nb,
             primary=primary,
             resource=resource,
             reach=reach,
@@ -219,24 +228,24 @@ def _build_bounds(table: HopTable, end: int, by_latency: bool) -> _Bounds:
             row=rows[keep],
             lists=(to.tolist(), primary.tolist(), resource.tolist()),
         )
-    return _Bounds(end, least_p.tolist(), least_r, best_r, steps, top_shift)
+    return _Bounds(end, nb, least_p.tolist(), least_r, best_r, steps, top_shift)
 
 
 def _slack_table(bounds: _Bounds, shift: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat tables, row j at j * _WIDTH + BUCKETS + k: the lexicographically least (primary, resource) of
+    """Flat tables, row j at (2 * j + 1) * buckets + k: the lexicographically least (primary, resource) of
     the completions from j that fit a slack < (k + 1) << shift, each hop's extra resource rounded down to
     whole buckets (so every completion that truly fits is among them: a lexicographic lower bound). The
-    BUCKETS entries before each row are _INF, so a read shifted below bucket 0 finds "impossible"."""
+    ``buckets`` entries before each row are _INF, so a read shifted below bucket 0 finds "impossible"."""
     cached = bounds.tables.get(shift)
     if cached is not None:
         return cached
-    end = bounds.end
-    primary = np.full((end + 1, _WIDTH), _INF, dtype=np.int64)
-    resource = np.full((end + 1, _WIDTH), _INF, dtype=np.int64)
-    primary[end, BUCKETS:] = 0
-    resource[end, BUCKETS:] = 0
+    end, nb = bounds.end, bounds.buckets
+    primary = np.full((end + 1, 2 * nb), _INF, dtype=np.int64)
+    resource = np.full((end + 1, 2 * nb), _INF, dtype=np.int64)
+    primary[end, nb:] = 0
+    resource[end, nb:] = 0
     flat_p, flat_r = primary.reshape(-1), resource.reshape(-1)
-    limit = BUCKETS << shift
+    limit = nb << shift
     for b in range(end - 1, -1, -1):
         steps = bounds.steps[b]
         if steps is None:
@@ -247,7 +256,7 @@ def _slack_table(bounds: _Bounds, shift: int) -> tuple[np.ndarray, np.ndarray]:
             continue
         # From bucket (best_resource - least_resource) >> shift on, the best-primary completion fits: the
         # row is constant there, so only the buckets before it are computed.
-        width = min(BUCKETS, ((int(bounds.best_resource[b]) - base) >> shift) + 1)
+        width = min(nb, ((int(bounds.best_resource[b]) - base) >> shift) + 1)
         starts = steps.key[:n] - ((steps.reach[:n] - base) >> shift)  # rounded down: never overestimates
         # hops reading the same shifted row: only the lexicographically least one matters
         order = np.lexsort((steps.resource[:n], steps.primary[:n], starts))
@@ -261,10 +270,10 @@ def _slack_table(bounds: _Bounds, shift: int) -> tuple[np.ndarray, np.ndarray]:
         spent = np.lib.stride_tricks.sliding_window_view(flat_r, width)[starts]
         spent += hop_r[:, None]
         spent[values != best] = _INF
-        np.minimum(best, _INF, out=primary[b, BUCKETS : BUCKETS + width])
-        np.minimum(spent.min(axis=0), _INF, out=resource[b, BUCKETS : BUCKETS + width])
-        primary[b, BUCKETS + width :] = primary[b, BUCKETS + width - 1]
-        resource[b, BUCKETS + width :] = resource[b, BUCKETS + width - 1]
+        np.minimum(best, _INF, out=primary[b, nb : nb + width])
+        np.minimum(spent.min(axis=0), _INF, out=resource[b, nb : nb + width])
+        primary[b, nb + width :] = primary[b, nb + width - 1]
+        resource[b, nb + width :] = resource[b, nb + width - 1]
     bounds.tables[shift] = (flat_p, flat_r)
     return flat_p, flat_r
 
