@@ -280,7 +280,7 @@ def test_cheaters_are_slashed_honest_nodes_are_not(smollm2: Path, tmp_path: Path
             if name.startswith("honest"):
                 assert isinstance(result, Verified), (name, result)
             else:
-                assert isinstance(result, Rejected) and result.reason == Rejection.SLASHED, (name, result)
+                assert isinstance(result, Rejected) and result.reason == Rejection.JAILED, (name, result)
 
         # 6. the evidence stores: every check, verdict and submission with its tx hash
         v1, v2 = EvidenceStore(home / "v1"), EvidenceStore(home / "v2")

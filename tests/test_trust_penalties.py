@@ -62,6 +62,7 @@ def test_a_slash_is_seen_by_the_watch_and_worker_reports_equivocation(tmp_path) 
     )
     d = chain.deployment.verdict_domain
     assert isinstance(verifier.verify_signed(_offer(cheat, d), peer_id=PEER), Verified)  # cached as good
+    assert verifier.peers_of(cheat.address) == {PEER}  # what the market drops from its book on a penalty
     assert watch.poll() == [] and not watch.penalised(cheat.address)
 
     # the buyer hands two receipts of the cheat for one session and span to a validator
@@ -99,7 +100,7 @@ def test_a_slash_is_seen_by_the_watch_and_worker_reports_equivocation(tmp_path) 
     # the watch sees the events; the verifier refuses at once though the standing was cached as good
     assert watch.poll() == [cheat.address] and watch.penalised(cheat.address)
     rejected = verifier.verify_signed(_offer(cheat, d), peer_id=PEER)
-    assert isinstance(rejected, Rejected) and rejected.reason == Rejection.SLASHED
+    assert isinstance(rejected, Rejected) and rejected.reason == Rejection.JAILED
     assert isinstance(verifier.verify_signed(_offer(honest, d), peer_id=PEER), Verified)
 
     # nothing is sent twice: a rescan skips taken files; another validator finds the offence already slashed

@@ -75,7 +75,7 @@ def start(
     from inferchain.marketplace.db import SchemaVersionError, init_db, make_engine
     from inferchain.marketplace.listener import OfferListener
     from inferchain.marketplace.service import MarketState, create_app
-    from inferchain.marketplace.verify import OfferVerifier, StandingCache
+    from inferchain.marketplace.verify import OfferVerifier, PenaltyWatch, StandingCache
     from inferchain.models.folder import ModelFolder, ModelFolderError
     from inferchain.models.prepare import default_model_dir
     from inferchain.p2p.host import PeerAddressError, load_or_create_identity
@@ -119,7 +119,16 @@ def start(
         fail(str(e))
     except Exception as e:  # a bad URL or an unreachable server: one line, not a traceback
         fail(f"cannot open the market database {url.split('@')[-1]}: {e}")
-    verifier = OfferVerifier(models, domain=domain, standings=standings, allow_unsigned=free)
+    # Slashed/Jailed events drop a wallet's offers from the book at once (not after the standing cache's TTL).
+    penalties = PenaltyWatch(chain).start() if chain is not None else None
+    verifier = OfferVerifier(models, domain=domain, standings=standings, allow_unsigned=free, penalties=penalties)
+    if penalties is not None:
+
+        def drop_offers(wallet: str) -> None:
+            for peer in verifier.peers_of(wallet):
+                book.remove(peer)
+
+        penalties.on_penalty(drop_offers)
     try:
         listener = OfferListener(
             book,
@@ -197,6 +206,8 @@ def start(
             worker_thread[1].set()
             worker_thread[0].join(timeout=30)
         listener.close()
+        if penalties is not None:
+            penalties.close()
         if gw is not None:
             gw.runners.close()
         engine.dispose()

@@ -28,6 +28,7 @@ from inferchain.wire import messages as m
 DEFAULT_RTT_MS = 20.0  # the market cannot ping for the buyer; quotes assume this per hop unless measured
 MAX_FUTURE_ISSUE_S = 300  # clock skew tolerated on issuedAt
 MAX_TOKENS_PER_S = 1_000_000.0  # a throughput claim above this is not a measurement
+MAX_WALLETS_TRACKED = 4096  # wallet -> peers kept for dropping a slashed wallet's offers
 
 
 class Rejection(StrEnum):
@@ -176,11 +177,17 @@ class PenaltyWatch:
     def on_penalty(self, callback: Callable[[str], None]) -> None:
         self._callbacks.append(callback)
 
-    def penalised(self, wallet: str | None) -> bool:
-        if wallet is None:
-            return False
+    def slashed(self, wallet: str) -> bool:
         with self._lock:
-            return wallet in self._slashed or self._jailed_until.get(wallet, 0) > self._clock()
+            return wallet in self._slashed
+
+    def jailed(self, wallet: str) -> bool:
+        with self._lock:
+            return self._jailed_until.get(wallet, 0) > self._clock()
+
+    def penalised(self, wallet: str | None) -> bool:
+        """Ever slashed or jailed now (what a buyer avoids)."""
+        return wallet is not None and (self.slashed(wallet) or self.jailed(wallet))
 
     def poll(self) -> list[str]:
         """Read new events; returns the wallets penalised since the last poll."""
@@ -206,7 +213,10 @@ class PenaltyWatch:
         return list(dict.fromkeys(new))
 
     def start(self) -> PenaltyWatch:
-        self.poll()
+        try:
+            self.poll()
+        except Exception:  # RPC not answering yet: the thread keeps trying
+            self.errors += 1
         self._thread = threading.Thread(target=self._run, name="penalty-watch", daemon=True)
         self._thread.start()
         return self
@@ -264,6 +274,7 @@ class OfferVerifier:
         self.accepted = 0
         self._lock = threading.Lock()
         self.penalties = penalties
+        self._peers: OrderedDict[str, set[str]] = OrderedDict()  # wallet -> peers its accepted offers named
         if penalties is not None and standings is not None:
             penalties.on_penalty(standings.forget)
 
@@ -419,7 +430,17 @@ class OfferVerifier:
             max_slots=max_slots,
             expires_at=float(o.expiry) if expires_at is None else min(float(o.expiry), expires_at),
         )
+        with self._lock:
+            self._peers.setdefault(o.node, set()).add(peer)
+            self._peers.move_to_end(o.node)
+            while len(self._peers) > MAX_WALLETS_TRACKED:
+                self._peers.popitem(last=False)
         return self._accept(Verified(offer, tuple(o.multiaddrs), o.node, signed.to_json()))
+
+    def peers_of(self, wallet: str) -> set[str]:
+        """The libp2p peers whose offers this verifier accepted for `wallet` (to drop them when it is slashed)."""
+        with self._lock:
+            return set(self._peers.get(wallet, ()))
 
     # ----- checks ------------------------------------------------------------------------------------
     def _check_model_span_expiry(self, model_id: str, start: int, end: int, expiry: float) -> Rejected | None:
@@ -434,8 +455,11 @@ class OfferVerifier:
 
     def _check_standing(self, wallet: str) -> Rejected | None:
         assert self.standings is not None
-        if self.penalties is not None and self.penalties.penalised(wallet):
-            return self._reject(Rejection.SLASHED, f"wallet {wallet} was slashed or jailed (seen on-chain)")
+        if self.penalties is not None:
+            if self.penalties.jailed(wallet):
+                return self._reject(Rejection.JAILED, f"wallet {wallet} was jailed (seen on-chain)")
+            if self.reject_slashed and self.penalties.slashed(wallet):
+                return self._reject(Rejection.SLASHED, f"wallet {wallet} was slashed (seen on-chain)")
         try:
             s = self.standings.get(wallet)
         except Exception as e:  # RPC down or timing out: drop this offer, the next announcement retries
