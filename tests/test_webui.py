@@ -321,6 +321,7 @@ def test_wrong_chain_is_flagged(browser, market: dict) -> None:
     page = _page(browser, market, market["buyer"], chain="0x1")
     _connect(page, "buyer")
     expect(page.get_by_role("alert")).to_contain_text("Wrong network: your wallet is on chain 1")
+    expect(page.locator(".facts")).to_contain_text("on another network")  # no balances read from the wrong chain
     page.get_by_role("button", name="Deposit").click()
     _status(page, "switch to")
     _shot(page, "wrong-chain")

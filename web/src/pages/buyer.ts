@@ -2,7 +2,7 @@
 import { getConfig } from "../api";
 import { errorText, field, h, setStatus, status, steps } from "../dom";
 import { infer, toWei, when } from "../format";
-import { chainTime, contract, sendTx, wallet } from "../wallet";
+import { chainTime, contract, sendTx, wallet, wrongChain } from "../wallet";
 
 export async function renderBuyer(main: HTMLElement): Promise<void> {
   const cfg = await getConfig();
@@ -48,8 +48,8 @@ export async function renderBuyer(main: HTMLElement): Promise<void> {
   async function refresh(): Promise<void> {
     balances.replaceChildren();
     pending.replaceChildren();
-    if (!wallet.account) {
-      balances.append(h("dt", {}, "Wallet"), h("dd", {}, "not connected"));
+    if (!wallet.account || wrongChain()) {
+      balances.append(h("dt", {}, "Wallet"), h("dd", {}, wallet.account ? "on another network" : "not connected"));
       return;
     }
     const token = await contract("token");
