@@ -257,3 +257,44 @@ def test_operator_life_cycle_on_hardhat(devnet_home: Path) -> None:
     # A wrong passphrase is refused before anything is sent.
     os.environ["INFERCHAIN_PASSPHRASE"] = "nope"
     assert_one_line_error(("node", "stake", "100"), "wrong passphrase")
+
+
+@pytest.mark.integration
+def test_payer_escrow_life_cycle_on_hardhat(devnet_home: Path) -> None:
+    """A buyer or reseller: deposit (approve first), authorise a countersigning key and revoke it, ask to
+    withdraw, wait out the delay, withdraw; each mistake is one plain line."""
+    from inferchain.wallet.chain import Chain
+    from inferchain.wallet.deployment import ONE_TOKEN
+
+    chain = Chain.open()
+    code, made = cli("wallet", "create", "payer")
+    payer = made["address"]
+    assert_one_line_error(("escrow", "deposit", "10"), "insufficient INFER balance")
+    assert cli("wallet", "faucet", "payer", "--eth", "5", "--infer", "100")[0] == 0
+
+    code, dep = cli("escrow", "deposit", "40")
+    assert code == 0 and [t["what"] for t in dep["txs"]] == ["approve", "deposit"]
+    assert chain.escrow_balance(payer) == 40 * ONE_TOKEN and chain.token_balance(payer) == 60 * ONE_TOKEN
+    assert_one_line_error(("escrow", "deposit", "61"), "insufficient INFER balance", "holds 60")
+    assert_one_line_error(("escrow", "deposit", "abc"), "not an amount")
+
+    gateway = "0x" + "ab" * 20
+    escrow = chain.contracts.escrow.functions
+    assert cli("escrow", "authorize", gateway)[0] == 0
+    assert escrow.isAuthorizedSigner(payer, chain.w3.to_checksum_address(gateway)).call() is True
+    assert_one_line_error(("escrow", "authorize", gateway), "already authorised")
+    assert_one_line_error(("escrow", "authorize", "0x1234"), "not an address")
+    assert cli("escrow", "authorize", gateway, "--revoke")[0] == 0
+    assert escrow.isAuthorizedSigner(payer, chain.w3.to_checksum_address(gateway)).call() is False
+
+    assert_one_line_error(("escrow", "withdraw"), "no withdrawal pending")
+    assert_one_line_error(("escrow", "request-withdrawal", "41"), "between 0 and 40")
+    code, asked = cli("escrow", "request-withdrawal", "15")
+    assert code == 0 and asked["available_at"] > 0
+    assert_one_line_error(("escrow", "withdraw"), "possible in")
+    code, st = cli("escrow", "status")
+    assert code == 0 and st["escrow"] == str(40 * ONE_TOKEN) and st["withdrawal"]["amount"] == str(15 * ONE_TOKEN)
+    _advance(chain, st["withdraw_delay_s"] + 1)
+    code, out = cli("escrow", "withdraw")
+    assert code == 0 and out["amount"] == str(15 * ONE_TOKEN)
+    assert chain.escrow_balance(payer) == 25 * ONE_TOKEN and chain.token_balance(payer) == 75 * ONE_TOKEN

@@ -186,8 +186,8 @@ class Plan:
     run: Callable[[], Outcome]
 
 
-class Operator:
-    """One wallet's operator actions on one deployment."""
+class WalletActor:
+    """One wallet's transactions on one deployment: the plumbing operators and payers share."""
 
     def __init__(self, chain: Chain, account: LocalAccount) -> None:
         self.chain = chain
@@ -200,6 +200,10 @@ class Operator:
     def _need_gas(self) -> None:
         if self.chain.w3.eth.get_balance(self.address) == 0:
             raise OperatorError(f"{self.address} has no ETH to pay for gas; fund it first")
+
+
+class Operator(WalletActor):
+    """One wallet's operator actions on one deployment."""
 
     def _info(self) -> dict[str, Any]:
         return self.chain.node_info(self.address)
