@@ -71,6 +71,7 @@ class SpanServer:
         self._adversary_rng = np.random.default_rng(0)
         if self.adversary is not None:
             log.warning("ADVERSARIAL TEST NODE: %s", self.adversary)
+            self.adversary.swap_weights(span)  # model:PATH: another model's weights behind this model's id
 
     def info(self) -> m.NodeInfo:
         return m.NodeInfo(
@@ -239,11 +240,7 @@ class SpanServer:
         start, end = session.start, session.end
         if self.adversary is not None:  # test-only cheating (inferchain.trust.adversary)
             start, end = self.adversary.layers(start, end)
-        other = self.adversary.substitute(self.span.start, self.span.end) if self.adversary is not None else None
-        if other is not None:  # test-only: another model's weights behind this model's id
-            out = other.forward(hidden, session.position, session.cache, start, end)
-        else:
-            out = await self.scheduler.submit(StepRequest(hidden, session.position, session.cache, start, end))
+        out = await self.scheduler.submit(StepRequest(hidden, session.position, session.cache, start, end))
         if self.adversary is not None:
             out = self.adversary.perturb(out, self._adversary_rng)
         session.position += n
