@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -58,20 +57,16 @@ class Adversary:
         noise = torch.from_numpy(rng.standard_normal(tuple(out.shape)).astype(np.float32))
         return out + self.noise * scale * noise
 
-    @cached_property
-    def _spans(self) -> dict[tuple[int, int], Any]:
-        return {}
-
-    def substitute(self, start: int, end: int) -> Any | None:
-        """For `model:PATH`: the other model's layers [start, end) (loaded once per span), else None."""
+    def swap_weights(self, span: Any) -> None:
+        """For `model:PATH`: load the same layers of the other model folder into `span` in place, so the node computes
+        with them while still announcing and billing the model it loaded (and checked) first."""
         if self.model is None:
-            return None
+            return
         from inferchain.models.span import SpanModel
 
-        spans = self._spans
-        if (start, end) not in spans:
-            spans[(start, end)] = SpanModel(Path(self.model), start, end)
-        return spans[(start, end)]
+        other = SpanModel(Path(self.model), span.start, span.end)
+        for mine, theirs in zip(span.layers, other.layers, strict=True):
+            mine.load_state_dict(theirs.state_dict())
 
 
 def altered_model_folder(
