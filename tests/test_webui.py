@@ -285,6 +285,19 @@ def test_buyer_deposits_chats_settles_and_operator_claims(browser, market: dict)
     expect(page.locator("#claimable")).to_have_text("0 INFER")
     assert chain.earnings(node) == 0 and chain.token_balance(node) == held + earned
 
+    # Once the epoch of that settlement has ended, its share of the epoch's reward (the fees) can be claimed.
+    pool = chain.contracts.reward_pool.functions
+    epoch = pool.currentEpoch().call()
+    rpc_request(market["rpc"], "evm_increaseTime", [chain.deployment.params.epoch_length_s])
+    rpc_request(market["rpc"], "evm_mine")
+    reward = pool.claimable(epoch, node).call()
+    assert reward > 0
+    page.get_by_role("button", name="Show").click()
+    held = chain.token_balance(node)
+    page.get_by_role("button", name="Claim rewards").click()
+    _status(page, "Claim rewards: confirmed")
+    assert chain.token_balance(node) == held + reward and pool.claimable(epoch, node).call() == 0
+
 
 def test_reseller_signs_in_and_manages_api_keys(browser, market: dict) -> None:
     from playwright.sync_api import expect
