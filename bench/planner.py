@@ -1,14 +1,18 @@
 """Route planner quote latency: median, p99 and quotes/s with 100 / 1,000 / 10,000 live offers.
 
 Runs on one core (affinity pinned where the OS allows, numpy single-threaded). For each model size
-(30 and 80 layers) and book size it builds a random offer book, warms the hop table, then times
-``RoutePlanner.plan`` over a mix of quotes:
+(30 and 80 layers) and book size it builds a random offer book, builds the index (``RoutePlanner.prepare``:
+hop table and bound tables), then times ``RoutePlanner.plan`` over a mix of quotes:
 
 * open    -- no caps (the unconstrained lexicographic optimum, read from the cached DP);
-* binding -- caps drawn between the cheapest and the fastest route, so the exact A* search runs.
+* binding -- one cap drawn uniformly between the cheapest and the fastest route, so it constrains the
+  route and the exact A* search runs: half are "least latency within a price cap", half "least price
+  within a latency cap" (``bind_lat`` / ``bind_price``).
 
-It also times a table rebuild (the first quote after a cost-relevant offer change). Prints a table and
-appends one JSON line per configuration to bench/results/planner.jsonl.
+Each quote is timed in wall-clock time and in the thread's CPU time: on a shared machine the wall-clock
+tail measures the other processes too, the CPU time only the planner. It also times a rebuild (after a
+price change: the next quote rebuilds the hop table, ``prepare`` the bound tables). Prints a table and
+appends one JSON line per configuration to bench/results/planner.jsonl (with the load average).
 
     python bench/planner.py [--quotes 2000] [--seed 1]
 """
@@ -78,8 +82,9 @@ def run_config(layers: int, count: int, quotes: int, seed: int) -> dict:
         planner.upsert(o)
 
     t0 = time.perf_counter()
-    fastest = planner.plan(MODEL, objective="latency", now=0.0)
+    planner.prepare(MODEL, now=0.0)
     build_ms = (time.perf_counter() - t0) * 1000
+    fastest = planner.plan(MODEL, objective="latency", now=0.0)
     cheapest = planner.plan(MODEL, objective="price", now=0.0)
 
     requests = []
@@ -92,31 +97,43 @@ def run_config(layers: int, count: int, quotes: int, seed: int) -> dict:
         price_cap = round(cheapest.price_per_1k + f * (fastest.price_per_1k - cheapest.price_per_1k))
         lat_cap = fastest.est_latency_ms + f * (cheapest.est_latency_ms - fastest.est_latency_ms)
         if objective == "latency":
-            requests.append(("binding", objective, price_cap, None))
+            requests.append(("bind_lat", objective, price_cap, None))
         else:
-            requests.append(("binding", objective, None, lat_cap))
+            requests.append(("bind_price", objective, None, lat_cap))
 
-    times: dict[str, list[float]] = {"open": [], "binding": []}
-    failures = 0
+    wall: dict[str, list[float]] = {"open": [], "bind_lat": [], "bind_price": []}
+    cpu: dict[str, list[float]] = {"open": [], "bind_lat": [], "bind_price": []}
+    failures = constrained = 0
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     wall0 = time.perf_counter()
     for kind, objective, price_cap, lat_cap in requests:
-        t0 = time.perf_counter_ns()
+        c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
         try:
-            planner.plan(MODEL, price_cap, lat_cap, objective, now=0.0)  # type: ignore[arg-type]
+            route = planner.plan(MODEL, price_cap, lat_cap, objective, now=0.0)  # type: ignore[arg-type]
         except NoRouteError:
             failures += 1
-        times[kind].append((time.perf_counter_ns() - t0) / 1e6)
-    wall = time.perf_counter() - wall0
+            route = None
+        wall[kind].append((time.perf_counter_ns() - t0) / 1e6)
+        cpu[kind].append((time.thread_time_ns() - c0) / 1e6)
+        unconstrained = fastest if objective == "latency" else cheapest
+        if kind != "open" and route is not None and route.price_per_1k != unconstrained.price_per_1k:
+            constrained += 1  # the cap changed the answer: it binds
+    elapsed = time.perf_counter() - wall0
 
-    rebuilds = []
-    for _ in range(5):
+    rebuilds, bound_builds = [], []
+    for _ in range(3):
         victim = rng.choice(offers)
         planner.upsert(dataclasses.replace(victim, price_per_1k=victim.price_per_1k + 1))
         t0 = time.perf_counter()
         planner.plan(MODEL, now=0.0)
-        rebuilds.append((time.perf_counter() - t0) * 1000)
+        t1 = time.perf_counter()
+        planner.prepare(MODEL, now=0.0)
+        rebuilds.append((t1 - t0) * 1000)
+        bound_builds.append((time.perf_counter() - t1) * 1000)
 
-    everything = times["open"] + times["binding"]
+    everything = [t for kind in wall for t in wall[kind]]
+    binding = wall["bind_lat"] + wall["bind_price"]
+    all_cpu = [t for kind in cpu for t in cpu[kind]]
     return {
         "layers": layers,
         "offers": count,
@@ -124,15 +141,24 @@ def run_config(layers: int, count: int, quotes: int, seed: int) -> dict:
         "median_ms": statistics.median(everything),
         "p99_ms": percentile(everything, 0.99),
         "max_ms": max(everything),
-        "quotes_per_s": quotes / wall,
-        "open_median_ms": statistics.median(times["open"]),
-        "open_p99_ms": percentile(times["open"], 0.99),
-        "binding_median_ms": statistics.median(times["binding"]),
-        "binding_p99_ms": percentile(times["binding"], 0.99),
+        "quotes_per_s": quotes / elapsed,
+        "open_median_ms": statistics.median(wall["open"]),
+        "open_p99_ms": percentile(wall["open"], 0.99),
+        "binding_median_ms": statistics.median(binding),
+        "binding_p99_ms": percentile(binding, 0.99),
+        "bind_lat_p99_ms": percentile(wall["bind_lat"], 0.99),
+        "bind_price_p99_ms": percentile(wall["bind_price"], 0.99),
+        "cpu_median_ms": statistics.median(all_cpu),
+        "cpu_p99_ms": percentile(all_cpu, 0.99),
+        "cpu_binding_p99_ms": percentile(cpu["bind_lat"] + cpu["bind_price"], 0.99),
+        "binding_constrained": constrained / max(1, len(binding)),
         "no_route": failures,
         "first_build_ms": build_ms,
         "rebuild_median_ms": statistics.median(rebuilds),
+        "bounds_build_median_ms": statistics.median(bound_builds),
         "fastest_route_hops": len(fastest.hops),
+        "cheapest_route_hops": len(cheapest.hops),
+        "load_average": load,
     }
 
 
@@ -149,24 +175,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quotes", type=int, default=2000, help="quotes per configuration")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--layers", type=int, nargs="*", default=[30, 80])
+    parser.add_argument("--offers", type=int, nargs="*", default=[100, 1_000, 10_000])
     parser.add_argument("--no-save", action="store_true", help="print only, do not append to the results")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 
     header = (
-        f"{'layers':>6} {'offers':>7} {'median ms':>10} {'p99 ms':>8} {'quotes/s':>9}"
-        f" {'open p99':>9} {'bind p99':>9} {'rebuild ms':>11}"
+        f"{'layers':>6} {'offers':>7} {'median ms':>10} {'p99 ms':>8} {'quotes/s':>9} {'open p99':>9}"
+        f" {'bind p99':>9} {'b.lat p99':>10} {'b.price p99':>12} {'cpu p99':>8} {'build ms':>9} {'load':>5}"
     )
     print(header)
     print("-" * len(header))
     date = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    for layers in (30, 80):
-        for count in (100, 1_000, 10_000):
+    for layers in args.layers:
+        for count in args.offers:
             r = run_config(layers, count, args.quotes, args.seed)
             print(
                 f"{layers:>6} {count:>7} {r['median_ms']:>10.3f} {r['p99_ms']:>8.3f} {r['quotes_per_s']:>9.0f}"
-                f" {r['open_p99_ms']:>9.3f} {r['binding_p99_ms']:>9.3f} {r['rebuild_median_ms']:>11.1f}"
+                f" {r['open_p99_ms']:>9.3f} {r['binding_p99_ms']:>9.3f} {r['bind_lat_p99_ms']:>10.3f}"
+                f" {r['bind_price_p99_ms']:>12.3f} {r['cpu_p99_ms']:>8.3f}"
+                f" {r['rebuild_median_ms'] + r['bounds_build_median_ms']:>9.1f} {r['load_average'] or 0:>5.1f}"
             )
             if not args.no_save:
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)

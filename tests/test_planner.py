@@ -563,8 +563,8 @@ def test_prepare_builds_the_bound_tables_ahead_of_quotes():
     table = p._tables[M]
     built = {key: len(bounds.tables) for key, bounds in table.search_cache.items()}
     # every scale a quote may pick: price slack up to 90 wei fits one table of 1024 one-wei buckets; latency
-    # slack up to 40 ms = 40,000 us needs buckets of 1, 2, ..., 64 us (40,000 // 1024 = 39 < 64)
-    assert built == {("bounds", 10, True): 1, ("bounds", 10, False): 7}
+    # slack up to 40 ms = 40,000 us takes buckets of 1, 4, 16 or 64 us (40,000 // 1024 = 39 < 64)
+    assert built == {("bounds", 10, True): 1, ("bounds", 10, False): 4}
     route = p.plan(M, max_price_per_1k=64)
     assert p._tables[M] is table and route.price_per_1k == 64 and route.est_latency_ms == 28
     p.upsert(dataclasses.replace(offers[0], price_per_1k=11))

@@ -35,6 +35,9 @@ from inferchain.marketplace.route_index import HopTable
 
 # Slack buckets per bound table: more is a tighter bound (fewer labels) but a dearer table.
 BUCKETS = 1024
+# Bound tables are kept for every _SCALE_STEP-th bucket width (a power of two): a query's buckets are then
+# 1/BUCKETS to 2**_SCALE_STEP/BUCKETS of its slack; a larger step builds fewer tables.
+_SCALE_STEP = 2
 _CHUNK = 16  # children sorted per step of a label's lazy children stream
 _INF = 2**62  # "unreachable" in int64 costs; costs inside the index stay below it (see planner._price_units)
 
@@ -89,7 +92,7 @@ def search(
     slack0 = cap_r - int(least_r[start])
     if least_p[start] >= _INF or slack0 < 0 or least_p[start] > cap_p:
         return None
-    shift = min(bounds.top_shift, (slack0 // bounds.buckets).bit_length())
+    shift = _scale(bounds, slack0)
     bound_p, bound_r = _slack_table(bounds, shift)
     last = bounds.buckets - 1
 
@@ -167,8 +170,15 @@ def prepare(table: HopTable, end: int) -> None:
     """Build every bound table a search to ``end`` may need (both objectives, all scales) ahead of quotes."""
     for by_latency in (True, False):
         bounds = _bounds(table, end, by_latency)
-        for shift in range(bounds.top_shift + 1):
+        for shift in {_scale(bounds, (bounds.buckets << shift) - 1) for shift in range(bounds.top_shift + 1)}:
             _slack_table(bounds, shift)
+
+
+def _scale(bounds: _Bounds, slack: int) -> int:
+    """The bucket width (as a shift) of the table for a query with this much slack at its start: the finest
+    of the scales kept (every _SCALE_STEP-th, and the coarsest) whose buckets cover the slack."""
+    fit = (slack // bounds.buckets).bit_length()
+    return min(bounds.top_shift, -(-fit // _SCALE_STEP) * _SCALE_STEP)
 
 
 def _chunk(sel: np.ndarray, bnd: np.ndarray, sec: np.ndarray) -> tuple:
@@ -267,9 +277,11 @@ def _slack_table(bounds: _Bounds, shift: int) -> tuple[np.ndarray, np.ndarray]:
         values = np.lib.stride_tricks.sliding_window_view(flat_p, width)[starts]
         values += hop_p[:, None]
         best = values.min(axis=0)
-        spent = np.lib.stride_tricks.sliding_window_view(flat_r, width)[starts]
-        spent += hop_r[:, None]
-        spent[values != best] = _INF
+        ties = values == best
+        used = np.flatnonzero(ties.any(axis=1))  # the hops that are best somewhere (usually a few)
+        spent = np.lib.stride_tricks.sliding_window_view(flat_r, width)[starts[used]]
+        spent += hop_r[used, None]
+        spent[~ties[used]] = _INF
         np.minimum(best, _INF, out=primary[b, nb : nb + width])
         np.minimum(spent.min(axis=0), _INF, out=resource[b, nb : nb + width])
         primary[b, nb + width :] = primary[b, nb + width - 1]
