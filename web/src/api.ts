@@ -5,6 +5,7 @@ export interface Config {
   addresses: { token: string; escrow: string; staking: string; reward_pool: string } | null;
   withdraw_delay_s: number | null;
   chat: boolean;
+  gateway_signer: string | null;
   models: ModelInfo[];
 }
 

@@ -24,6 +24,8 @@ export const ABI = {
     "function cancelWithdrawal()",
     "function withdraw() returns (uint256)",
     "function earnings(address) view returns (uint256)",
+    "function isAuthorizedSigner(address buyer, address signer) view returns (bool)",
+    "function setSignerAuthorization(address signer, bool authorized)",
     "function claimEarnings() returns (uint256)",
     "function settleBatch((bytes32 sessionId,address buyer,address node,bytes32 modelId,uint32 spanStart,uint32 spanEnd,uint64 tokensIn,uint64 tokensOut,uint256 pricePer1k,bytes32 activationCommitment,uint64 expiry)[] receipts, bytes[] nodeSigs, bytes[] buyerSigs)",
   ],

@@ -62,16 +62,20 @@ def _view(ui: WebUI) -> ChainView:
 # ----- config and network ------------------------------------------------------------------------------------
 @router.get("/config")
 def get_config(ui: UIDep) -> dict[str, Any]:
-    """What the pages need to talk to the chain and the market: chain id, contract addresses, models."""
-    names = {}
+    """What the pages need to talk to the chain and the market: chain id, contract addresses, models, and the key
+    a paid gateway countersigns its resellers' receipts with (resellers authorise it on the escrow)."""
+    names, gateway_signer = {}, None
     if ui.gateway is not None:
         names = {mid: r.name for mid, r in ui.gateway.runners.by_id.items()}
+        paid = getattr(ui.gateway, "paid", None)  # inferchain.marketplace.gateway.paid.PaidMode, when paid
+        gateway_signer = paid.signer_address if paid is not None else None
     dep = ui.view.chain.deployment if ui.view else None
     return {
         "chain_id": dep.chain_id if dep else None,
         "addresses": dep.addresses.__dict__ if dep else None,
         "withdraw_delay_s": dep.params.withdraw_delay_s if dep else None,
         "chat": ui.gateway is not None,
+        "gateway_signer": gateway_signer,
         "models": [
             {"id": mid, "name": names.get(mid, mid[:15]), "layers": n, "chat": mid in names}
             for mid, n in sorted(ui.market.book.known.items())

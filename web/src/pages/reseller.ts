@@ -1,10 +1,10 @@
 // Reseller: sign in with the wallet (EIP-4361), then create, rotate and revoke API keys, set quotas, see usage per key.
 import { getAddress } from "ethers";
-import { api } from "../api";
+import { api, getConfig } from "../api";
 import { barChart } from "../chart";
 import { add, errorText, field, h, setStatus, status, table } from "../dom";
 import { infer, short, toWei, when } from "../format";
-import { personalSign, requireAccount } from "../wallet";
+import { contract, personalSign, requireAccount, sendTx, wallet } from "../wallet";
 
 interface Key {
   id: string; name: string; created_at: number; revoked_at: number | null;
@@ -71,6 +71,40 @@ export async function renderReseller(main: HTMLElement): Promise<void> {
     field("Requests per minute", l.requestsPerMinute),
   ];
 
+  const gatewaySection = h("section", { id: "gateway-key", "aria-labelledby": "gw-h" });
+
+  /** A paid gateway countersigns receipts for its resellers with its own key, which each reseller authorises. */
+  async function gatewayKey(): Promise<void> {
+    const cfg = await getConfig();
+    gatewaySection.replaceChildren(h("h2", { id: "gw-h" }, "Gateway key"));
+    if (!cfg.gateway_signer || !wallet.account) {
+      gatewaySection.append(h("p", {}, "This gateway opens free sessions: there is no key to authorise."));
+      return;
+    }
+    const escrow = await contract("escrow");
+    const [authorized, deposit]: [boolean, bigint] = await Promise.all([
+      escrow.isAuthorizedSigner(wallet.account, cfg.gateway_signer),
+      escrow.balanceOf(wallet.account),
+    ]);
+    gatewaySection.append(
+      h("p", {}, "Your customers' requests are paid from your escrow deposit (", infer(deposit),
+        "; top it up on the Buyer page). The gateway countersigns their receipts with its key ",
+        h("code", {}, cfg.gateway_signer), ", which you ", h("strong", { id: "gateway-authorized" }, authorized ? "have authorised" : "have not authorised"), "."),
+      h("button", { type: "button", class: authorized ? "danger" : "", onclick: () => void authorize(cfg.gateway_signer!, !authorized) },
+        authorized ? "Revoke the gateway key" : "Authorise the gateway key"),
+    );
+  }
+
+  async function authorize(signer: string, on: boolean): Promise<void> {
+    try {
+      const escrow = await contract("escrow", true);
+      await sendTx(on ? "Authorise gateway key" : "Revoke gateway key", () => escrow.setSignerAuthorization(signer, on), report);
+      await gatewayKey();
+    } catch (e) {
+      report(errorText(e), "error");
+    }
+  }
+
   async function refresh(): Promise<void> {
     body.replaceChildren();
     if (!token) {
@@ -83,6 +117,7 @@ export async function renderReseller(main: HTMLElement): Promise<void> {
     let keys: Key[], usage: Usage;
     try {
       [keys, usage] = await Promise.all([call<Key[]>("/admin/keys"), call<Usage>("/admin/usage")]);
+      await gatewayKey();
     } catch (e) {
       token = null;
       sessionStorage.removeItem(TOKEN_KEY);
@@ -102,6 +137,7 @@ export async function renderReseller(main: HTMLElement): Promise<void> {
 
     add(
       body,
+      gatewaySection,
       h("section", { "aria-labelledby": "new-h" },
         h("h2", { id: "new-h" }, "New API key"),
         h("form", { id: "new-key-form", onsubmit: (e: Event) => { e.preventDefault(); void create(); } },
