@@ -17,13 +17,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from inferchain.cli import chat, demo, devnet, escrow, market, model, node, swarm, wallet
+    from inferchain.cli import chat, demo, devnet, escrow, market, model, node, reseller, swarm, wallet
 
     app.add_typer(model.app, name="model")
     app.add_typer(node.app, name="node")
     app.add_typer(devnet.app, name="devnet")
     app.add_typer(wallet.app, name="wallet")
     app.add_typer(escrow.app, name="escrow")
+    app.add_typer(reseller.app, name="reseller")
     app.add_typer(market.app, name="market")
     app.add_typer(__import__("inferchain.cli.validator", fromlist=["app"]).app, name="validator")
     app.command("chat")(chat.chat)

@@ -83,23 +83,11 @@ def wait_for_offers(market: Market, count: int, timeout_s: float = 120) -> None:
             time.sleep(0.3)
 
 
-def sign_in(http: httpx.Client, account: Any) -> dict[str, str]:
-    """The reseller's wallet signs an EIP-4361 message; the admin API answers a bearer token."""
-    from inferchain.marketplace.gateway import siwe
-
-    nonce = http.get("/admin/nonce").json()
-    now = time.time()
-    msg = siwe.SignInMessage(DOMAIN, account.address, f"https://{DOMAIN}", nonce["chain_id"], nonce["nonce"], now,
-                             now + 600)  # fmt: skip
-    login = http.post("/admin/login", json={"message": msg.text(), "signature": siwe.sign(msg, account.key)})
-    if not login.is_success:
-        raise DemoMarketError(f"reseller sign-in refused: {login.text}")
-    return {"authorization": f"Bearer {login.json()['token']}"}
-
-
 def customer_chat(market: Market, reseller: Any, prompt: str, max_tokens: int, timeout_s: float = 180) -> dict:
     """Create a customer API key as the reseller, stream one chat completion with it (server-sent events, as
     any OpenAI client reads them), then wait until the settlement worker has settled every receipt."""
+    from inferchain.cli.reseller import sign_in
+
     with httpx.Client(base_url=market.url, timeout=60) as http:
         admin = sign_in(http, reseller)
         created = http.post("/admin/keys", json={"name": "demo customer"}, headers=admin)
