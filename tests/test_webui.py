@@ -5,7 +5,8 @@ node, whose unlocked development accounts answer eth_sendTransaction, eth_signTy
 
 Flow: connect, approve + deposit, request and complete a withdrawal, see the network, get a quote and chat with a
 streamed answer whose receipts the wallet countersigns, settle them on-chain from the history page, see the node's
-earnings and claim them as its operator, sign in as a reseller and create, rotate and revoke an API key. Screenshots
+earnings and claim them (and its epoch reward) as its operator; sign in as a reseller, authorise the paid gateway's
+key, create an API key, see a customer's request in the usage per key, rotate and revoke the key. Screenshots
 of every page (desktop and phone size) go to .artifacts/webui/.
 """
 
@@ -33,7 +34,7 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts" / "webui"
 PASSPHRASE = "webui test"
 SPANS = [(0, 10), (10, 20), (20, 30)]
 PRICE = "0.01"  # INFER per 1k tokens per layer: 1e16 wei, beyond a JavaScript number's exact integers
-BUYER, OPERATORS = 4, (1, 2, 3)  # Hardhat development account indexes (0 deploys)
+BUYER, OPERATORS, RESELLER, GATEWAY = 4, (1, 2, 3), 5, 6  # Hardhat development account indexes (0 deploys)
 TIMEOUT_MS = 120_000
 
 # The test wallet: an EIP-1193 provider that forwards to the Hardhat node. `eth_chainId` can be overridden to play a
@@ -70,7 +71,8 @@ WALLET_JS = """
 
 @pytest.fixture(scope="module")
 def market(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """Devnet + contracts, three registered and staked operators each running a paid node, and the market process."""
+    """Devnet + contracts, three registered and staked operators each running a paid node, and the market process
+    with a paid gateway (its own key countersigns the receipts of resellers that authorise it)."""
     from inferchain.node.launch import start_node
     from inferchain.wallet import devnet
     from inferchain.wallet.chain import Chain
@@ -80,12 +82,12 @@ def market(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
     work = tmp_path_factory.mktemp("webui")
     home = work / "chain"
-    devnet.up(home, accounts=BUYER + 1, fund=10_000 * ONE_TOKEN)
+    devnet.up(home, accounts=GATEWAY + 1, fund=10_000 * ONE_TOKEN)
     nodes: list = []
     proc = None
     try:
         chain = Chain.open(home / "deployment.json")
-        keys = devnet.devnet_accounts(BUYER + 1)
+        keys = devnet.devnet_accounts(GATEWAY + 1)
         env = {"INFERCHAIN_HOME": str(home), "INFERCHAIN_PASSPHRASE": PASSPHRASE, "INFERCHAIN_SCRYPT_N": "4096"}
         store = Keystore(home / "wallets")
         operators = []
@@ -96,6 +98,7 @@ def market(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             op.plan_register().run()
             op.plan_stake(150 * ONE_TOKEN).run()
             operators.append(op.address)
+        store.import_private_key("gateway", keys[GATEWAY]["private_key"], PASSPHRASE)
         fast = ["--announce-every", "0.5", "--price", PRICE]
         seed = start_node(SPANS[0], work / "node0", smollm2, ["--wallet", "operator1", *fast], env=env)
         nodes.append(seed)
@@ -110,7 +113,8 @@ def market(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         cmd = [
             sys.executable, "-m", "inferchain.cli", "market", "start", "--port", str(port), "--json",
             "--database", f"sqlite:///{work / 'market.sqlite'}", "--bootstrap", seed.addr, "--model", str(smollm2),
-            "--deployment", str(home / "deployment.json"),
+            "--deployment", str(home / "deployment.json"), "--gateway-wallet", "gateway", "--max-price-per-1k", "1",
+            "--settle-every", "1",
         ]  # fmt: skip
         log = work / "market.log"
         with open(log, "wb") as out:
@@ -135,6 +139,8 @@ def market(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             "rpc": chain.deployment.rpc_url,
             "buyer": keys[BUYER]["address"],
             "operators": operators,
+            "reseller": keys[RESELLER],
+            "gateway": keys[GATEWAY]["address"],
             "log": log,
         }
     finally:
@@ -299,21 +305,52 @@ def test_buyer_deposits_chats_settles_and_operator_claims(browser, market: dict)
     assert chain.token_balance(node) == held + reward and pool.claimable(epoch, node).call() == 0
 
 
-def test_reseller_signs_in_and_manages_api_keys(browser, market: dict) -> None:
+def test_reseller_authorises_the_gateway_and_manages_api_keys(browser, market: dict) -> None:
+    import re
+
+    import openai
+    from eth_account import Account
     from playwright.sync_api import expect
 
-    reseller = market["operators"][2]
+    from inferchain.wallet.deployment import ONE_TOKEN
+
+    chain, reseller, gateway = market["chain"], market["reseller"]["address"], market["gateway"]
+    chain.deposit(Account.from_key(market["reseller"]["private_key"]), 50 * ONE_TOKEN)
     page = _page(browser, market, reseller)
     page.on("dialog", lambda d: d.accept())
     _connect(page, "reseller")
     page.get_by_role("button", name="Sign in with Ethereum").click()
     _status(page, "Signed in.")
+
+    # The paid gateway countersigns for resellers that authorise its key on the escrow: done from the wallet here.
+    expect(page.locator("#gateway-key")).to_contain_text(gateway)
+    expect(page.locator("#gateway-authorized")).to_have_text("have not authorised")
+    page.get_by_role("button", name="Authorise the gateway key").click()
+    _status(page, "Authorise gateway key: confirmed")
+    expect(page.locator("#gateway-authorized")).to_have_text("have authorised")
+    assert chain.is_authorized_signer(reseller, gateway)
+
     page.get_by_label("Name").fill("customer-a")
     page.locator("#new-key-form").get_by_label("Tokens per day").fill("5000")
     page.get_by_role("button", name="Create key").click()
     key = page.locator("#new-key code").inner_text()
     assert key.startswith("ick_")
     expect(page.get_by_role("table", name="API keys (1)")).to_contain_text("5000 tok/day")
+
+    # A Web2 customer uses the key; its usage shows up per key.
+    client = openai.OpenAI(base_url=market["url"] + "/v1", api_key=key, max_retries=0, timeout=180)
+    answer = client.chat.completions.create(
+        model="SmolLM2-135M-Instruct", messages=[{"role": "user", "content": "Hi"}], max_tokens=3, temperature=0
+    )
+    assert answer.usage is not None
+    used = answer.usage.prompt_tokens + answer.usage.completion_tokens
+    page.goto("/app/#/network")
+    page.goto("/app/#/reseller")  # the admin token stays in the tab's session storage
+    expect(page.locator("#reseller")).to_contain_text(f"1 requests, {used} tokens")
+    chart = page.locator("#reseller figure svg title").text_content() or ""
+    assert re.search(rf"customer-a {used} tokens", chart), chart
+    _shot(page, "reseller")
+
     with httpx.Client(base_url=market["url"], timeout=30) as http:
         assert http.get("/v1/models", headers={"authorization": f"Bearer {key}"}).status_code == 200
         page.get_by_role("button", name="Rotate key customer-a").click()
@@ -322,7 +359,6 @@ def test_reseller_signs_in_and_manages_api_keys(browser, market: dict) -> None:
         assert rotated.startswith("ick_") and rotated != key
         assert http.get("/v1/models", headers={"authorization": f"Bearer {key}"}).status_code == 401
         assert http.get("/v1/models", headers={"authorization": f"Bearer {rotated}"}).status_code == 200
-        _shot(page, "reseller")
         page.get_by_role("button", name="Revoke key customer-a").click()
         _status(page, "Key revoked.")
         assert http.get("/v1/models", headers={"authorization": f"Bearer {rotated}"}).status_code == 401

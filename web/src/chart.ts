@@ -13,7 +13,7 @@ export function barChart(title: string, labels: string[], values: number[], unit
   const max = Math.max(1, ...values);
   const root = svg("svg", { viewBox: `0 0 ${w} ${hgt + pad}`, role: "img", class: "chart", preserveAspectRatio: "none" });
   root.append(svg("title", {}, `${title}: ${labels.map((l, i) => `${l} ${values[i]} ${unit}`).join(", ")}`));
-  const bw = (w - pad) / Math.max(1, values.length);
+  const bw = Math.min(80, (w - pad) / Math.max(1, values.length)); // a few bars stay bars, not one wide block
   root.append(svg("line", { x1: pad, y1: hgt, x2: w, y2: hgt, class: "axis" }));
   root.append(svg("text", { x: 2, y: 12, class: "tick" }, String(max)));
   root.append(svg("text", { x: 2, y: hgt, class: "tick" }, "0"));
