@@ -10,9 +10,11 @@ hop table and bound tables), then times ``RoutePlanner.plan`` over a mix of quot
   within a latency cap" (``bind_lat`` / ``bind_price``).
 
 Each quote is timed in wall-clock time and in the thread's CPU time: on a shared machine the wall-clock
-tail measures the other processes too, the CPU time only the planner. It also times a rebuild (after a
-price change: the next quote rebuilds the hop table, ``prepare`` the bound tables). Prints a table and
-appends one JSON line per configuration to bench/results/planner.jsonl (with the load average).
+tail measures the other processes too, the CPU time only the planner. Between the quotes a fixed ~0.3 ms
+CPU task is timed too: its wall-clock p99 ("noise p99") is what the machine adds to anything that short.
+It also times a rebuild (after a price change: the next quote rebuilds the hop table, ``prepare`` the
+bound tables). Prints a table and appends one JSON line per configuration to bench/results/planner.jsonl
+(with the load average).
 
     python bench/planner.py [--quotes 2000] [--seed 1]
 """
@@ -69,6 +71,19 @@ def random_book(rng: random.Random, layers: int, count: int) -> list[Offer]:
     return offers
 
 
+def probe(n: int) -> int:
+    """Fixed CPU work: timed between the quotes, its wall-clock tail is the machine's noise floor."""
+    return sum(i * i for i in range(n))
+
+
+def calibrate_probe(cpu_ms: float) -> int:
+    """Size of ``probe`` that takes about ``cpu_ms`` of CPU time here."""
+    n = 10_000
+    c0 = time.thread_time_ns()
+    probe(n)
+    return max(1, round(n * cpu_ms * 1e6 / max(1, time.thread_time_ns() - c0)))
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -105,7 +120,8 @@ def run_config(layers: int, count: int, quotes: int, seed: int) -> dict:
     cpu: dict[str, list[float]] = {"open": [], "bind_lat": [], "bind_price": []}
     failures = constrained = 0
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    wall0 = time.perf_counter()
+    probe_n = calibrate_probe(0.3)
+    noise: list[float] = []
     for kind, objective, price_cap, lat_cap in requests:
         c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
         try:
@@ -118,7 +134,9 @@ def run_config(layers: int, count: int, quotes: int, seed: int) -> dict:
         unconstrained = fastest if objective == "latency" else cheapest
         if kind != "open" and route is not None and route.price_per_1k != unconstrained.price_per_1k:
             constrained += 1  # the cap changed the answer: it binds
-    elapsed = time.perf_counter() - wall0
+        t0 = time.perf_counter_ns()
+        probe(probe_n)
+        noise.append((time.perf_counter_ns() - t0) / 1e6)
 
     rebuilds, bound_builds = [], []
     for _ in range(3):
@@ -141,7 +159,7 @@ def run_config(layers: int, count: int, quotes: int, seed: int) -> dict:
         "median_ms": statistics.median(everything),
         "p99_ms": percentile(everything, 0.99),
         "max_ms": max(everything),
-        "quotes_per_s": quotes / elapsed,
+        "quotes_per_s": quotes / (sum(everything) / 1000),
         "open_median_ms": statistics.median(wall["open"]),
         "open_p99_ms": percentile(wall["open"], 0.99),
         "binding_median_ms": statistics.median(binding),
@@ -159,6 +177,7 @@ def run_config(layers: int, count: int, quotes: int, seed: int) -> dict:
         "fastest_route_hops": len(fastest.hops),
         "cheapest_route_hops": len(cheapest.hops),
         "load_average": load,
+        "noise_p99_ms": percentile(noise, 0.99),
     }
 
 
@@ -184,7 +203,8 @@ def main() -> None:
 
     header = (
         f"{'layers':>6} {'offers':>7} {'median ms':>10} {'p99 ms':>8} {'quotes/s':>9} {'open p99':>9}"
-        f" {'bind p99':>9} {'b.lat p99':>10} {'b.price p99':>12} {'cpu p99':>8} {'build ms':>9} {'load':>5}"
+        f" {'bind p99':>9} {'b.lat p99':>10} {'b.price p99':>12} {'cpu p99':>8} {'noise p99':>10} {'build ms':>9}"
+        f" {'load':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -195,7 +215,7 @@ def main() -> None:
             print(
                 f"{layers:>6} {count:>7} {r['median_ms']:>10.3f} {r['p99_ms']:>8.3f} {r['quotes_per_s']:>9.0f}"
                 f" {r['open_p99_ms']:>9.3f} {r['binding_p99_ms']:>9.3f} {r['bind_lat_p99_ms']:>10.3f}"
-                f" {r['bind_price_p99_ms']:>12.3f} {r['cpu_p99_ms']:>8.3f}"
+                f" {r['bind_price_p99_ms']:>12.3f} {r['cpu_p99_ms']:>8.3f} {r['noise_p99_ms']:>10.3f}"
                 f" {r['rebuild_median_ms'] + r['bounds_build_median_ms']:>9.1f} {r['load_average'] or 0:>5.1f}"
             )
             if not args.no_save:
