@@ -13,15 +13,13 @@ of every page (desktop and phone size) go to .artifacts/webui/.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.market_process import market_process
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +82,6 @@ def market(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     home = work / "chain"
     devnet.up(home, accounts=GATEWAY + 1, fund=10_000 * ONE_TOKEN)
     nodes: list = []
-    proc = None
     try:
         chain = Chain.open(home / "deployment.json")
         keys = devnet.devnet_accounts(GATEWAY + 1)
@@ -109,48 +106,22 @@ def market(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         for node in nodes:
             node.wait_ready(180)
 
-        port = devnet.free_port()
-        cmd = [
-            sys.executable, "-m", "inferchain.cli", "market", "start", "--port", str(port), "--json",
+        args = [
             "--database", f"sqlite:///{work / 'market.sqlite'}", "--bootstrap", seed.addr, "--model", str(smollm2),
             "--deployment", str(home / "deployment.json"), "--gateway-wallet", "gateway", "--max-price-per-1k", "1",
             "--settle-every", "1",
         ]  # fmt: skip
-        log = work / "market.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        with httpx.Client(base_url=url, timeout=10) as http:
-            while True:
-                assert proc.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, (
-                    "the market never heard the three nodes:\n" + log.read_text()[-3000:]
-                )
-                try:
-                    if http.get("/health").json()["live_offers"] >= 3:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.3)
-        yield {
-            "url": url,
-            "chain": chain,
-            "rpc": chain.deployment.rpc_url,
-            "buyer": keys[BUYER]["address"],
-            "operators": operators,
-            "reseller": keys[RESELLER],
-            "gateway": keys[GATEWAY]["address"],
-            "log": log,
-        }
+        with market_process(args, work / "market.log", env, live_offers=len(SPANS)) as url:
+            yield {
+                "url": url,
+                "chain": chain,
+                "rpc": chain.deployment.rpc_url,
+                "buyer": keys[BUYER]["address"],
+                "operators": operators,
+                "reseller": keys[RESELLER],
+                "gateway": keys[GATEWAY]["address"],
+            }
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
         for node in nodes:
             node.kill()
         devnet.down(home)
