@@ -56,7 +56,8 @@ class _Steps:
     """The hops out of one boundary that can reach the end, sorted by the least resource to the end."""
 
     to: np.ndarray  # target boundary j
-    key: np.ndarray  # where row j starts in a flat bound table (plus its left padding)
+    key: np.ndarray  # where row j starts in a flat bound table: to * buckets
+    padded_key: np.ndarray  # the same while the table is built with ``buckets`` of padding left of each row
     primary: np.ndarray  # the hop's primary cost
     resource: np.ndarray  # the hop's resource cost
     reach: np.ndarray  # resource + least resource from j to the end (ascending)
@@ -230,7 +231,8 @@ def _build_bounds(table: HopTable, end: int, by_latency: bool) -> _Bounds:
         to, primary, resource, reach, keep = to[order], primary[order], resource[order], reach[order], keep[order]
         steps[b] = _Steps(
             to=to,
-            key=to * 2 * nb + nb,
+            key=to * nb,
+            padded_key=to * 2 * nb + nb,
             primary=primary,
             resource=resource,
             reach=reach,
@@ -242,10 +244,11 @@ def _build_bounds(table: HopTable, end: int, by_latency: bool) -> _Bounds:
 
 
 def _slack_table(bounds: _Bounds, shift: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat tables, row j at (2 * j + 1) * buckets + k: the lexicographically least (primary, resource) of
-    the completions from j that fit a slack < (k + 1) << shift, each hop's extra resource rounded down to
-    whole buckets (so every completion that truly fits is among them: a lexicographic lower bound). The
-    ``buckets`` entries before each row are _INF, so a read shifted below bucket 0 finds "impossible"."""
+    """Flat tables, row j at j * buckets + k: the lexicographically least (primary, resource) of the
+    completions from j that fit a slack < (k + 1) << shift, each hop's extra resource rounded down to whole
+    buckets (so every completion that truly fits is among them: a lexicographic lower bound). While they
+    are built, ``buckets`` entries of _INF precede each row, so a read shifted below bucket 0 finds
+    "impossible"."""
     cached = bounds.tables.get(shift)
     if cached is not None:
         return cached
@@ -267,7 +270,7 @@ def _slack_table(bounds: _Bounds, shift: int) -> tuple[np.ndarray, np.ndarray]:
         # From bucket (best_resource - least_resource) >> shift on, the best-primary completion fits: the
         # row is constant there, so only the buckets before it are computed.
         width = min(nb, ((int(bounds.best_resource[b]) - base) >> shift) + 1)
-        starts = steps.key[:n] - ((steps.reach[:n] - base) >> shift)  # rounded down: never overestimates
+        starts = steps.padded_key[:n] - ((steps.reach[:n] - base) >> shift)  # rounded down: never overestimates
         # hops reading the same shifted row: only the lexicographically least one matters
         order = np.lexsort((steps.resource[:n], steps.primary[:n], starts))
         starts, hop_p, hop_r = starts[order], steps.primary[:n][order], steps.resource[:n][order]
@@ -286,8 +289,10 @@ def _slack_table(bounds: _Bounds, shift: int) -> tuple[np.ndarray, np.ndarray]:
         np.minimum(spent.min(axis=0), _INF, out=resource[b, nb : nb + width])
         primary[b, nb + width :] = primary[b, nb + width - 1]
         resource[b, nb + width :] = resource[b, nb + width - 1]
-    bounds.tables[shift] = (flat_p, flat_r)
-    return flat_p, flat_r
+    # the padding is only read while building: keep the rows alone
+    tables = (primary[:, nb:].reshape(-1).copy(), resource[:, nb:].reshape(-1).copy())
+    bounds.tables[shift] = tables
+    return tables
 
 
 def _admit(
