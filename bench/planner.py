@@ -4,10 +4,12 @@ Runs on one core (affinity pinned where the OS allows, numpy single-threaded). F
 (30 and 80 layers) and book size it builds a random offer book, builds the index (``RoutePlanner.prepare``:
 hop table and bound tables), then times ``RoutePlanner.plan`` over a mix of quotes:
 
-* open    -- no caps (the unconstrained lexicographic optimum, read from the cached DP);
-* binding -- one cap drawn uniformly between the cheapest and the fastest route, so it constrains the
-  route and the exact A* search runs: half are "least latency within a price cap", half "least price
-  within a latency cap" (``bind_lat`` / ``bind_price``).
+* open (a quarter) -- no caps (the unconstrained lexicographic optimum, read from the cached DP);
+* binding (half the quotes) -- one cap drawn uniformly between the cheapest and the fastest route, so it
+  constrains the route and the exact A* search runs: "least latency within a price cap" (``bind_lat``)
+  or "least price within a latency cap" (``bind_price``);
+* bind_both (a quarter) -- such a cap plus an independent one on the other cost, which may bind too or
+  make the request impossible (``no_route``: CapsConflictError, whose message costs a second search).
 
 Each quote is timed in wall-clock time and in the thread's CPU time: on a shared machine the wall-clock
 tail measures the other processes too, the CPU time only the planner. Between the quotes a fixed ~0.3 ms
@@ -104,20 +106,31 @@ def run_config(layers: int, count: int, quotes: int, seed: int) -> dict:
 
     requests = []
     for i in range(quotes):
-        objective = "latency" if i % 2 else "price"
-        if i % 3 == 0:
+        kind = ("open", "bind_lat", "bind_price", "bind_both")[i % 4]
+        flip = (i // 4) % 2  # open and bind_both alternate objectives
+        objective = "latency" if kind == "bind_lat" or (kind in ("open", "bind_both") and flip) else "price"
+        if kind == "open":
             requests.append(("open", objective, None, None))
             continue
         f = rng.random()
         price_cap = round(cheapest.price_per_1k + f * (fastest.price_per_1k - cheapest.price_per_1k))
         lat_cap = fastest.est_latency_ms + f * (cheapest.est_latency_ms - fastest.est_latency_ms)
-        if objective == "latency":
+        if kind == "bind_both":  # a second, independent cap on the other cost: it may bind or conflict
+            g = rng.random()
+            other_price = round(cheapest.price_per_1k + g * (fastest.price_per_1k - cheapest.price_per_1k))
+            other_lat = fastest.est_latency_ms + g * (cheapest.est_latency_ms - fastest.est_latency_ms)
+            requests.append(
+                (kind, objective, price_cap, other_lat)
+                if objective == "latency"
+                else (kind, objective, other_price, lat_cap)
+            )
+        elif objective == "latency":
             requests.append(("bind_lat", objective, price_cap, None))
         else:
             requests.append(("bind_price", objective, None, lat_cap))
 
-    wall: dict[str, list[float]] = {"open": [], "bind_lat": [], "bind_price": []}
-    cpu: dict[str, list[float]] = {"open": [], "bind_lat": [], "bind_price": []}
+    wall: dict[str, list[float]] = {"open": [], "bind_lat": [], "bind_price": [], "bind_both": []}
+    cpu: dict[str, list[float]] = {"open": [], "bind_lat": [], "bind_price": [], "bind_both": []}
     failures = constrained = 0
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     probe_n = calibrate_probe(0.3)
@@ -132,8 +145,8 @@ def run_config(layers: int, count: int, quotes: int, seed: int) -> dict:
         wall[kind].append((time.perf_counter_ns() - t0) / 1e6)
         cpu[kind].append((time.thread_time_ns() - c0) / 1e6)
         unconstrained = fastest if objective == "latency" else cheapest
-        if kind != "open" and route is not None and route.price_per_1k != unconstrained.price_per_1k:
-            constrained += 1  # the cap changed the answer: it binds
+        if kind in ("bind_lat", "bind_price") and route is not None:
+            constrained += route.price_per_1k != unconstrained.price_per_1k  # the cap changed the answer
         t0 = time.perf_counter_ns()
         probe(probe_n)
         noise.append((time.perf_counter_ns() - t0) / 1e6)
@@ -150,7 +163,7 @@ def run_config(layers: int, count: int, quotes: int, seed: int) -> dict:
         bound_builds.append((time.perf_counter() - t1) * 1000)
 
     everything = [t for kind in wall for t in wall[kind]]
-    binding = wall["bind_lat"] + wall["bind_price"]
+    binding = wall["bind_lat"] + wall["bind_price"] + wall["bind_both"]
     all_cpu = [t for kind in cpu for t in cpu[kind]]
     return {
         "layers": layers,
@@ -166,10 +179,12 @@ def run_config(layers: int, count: int, quotes: int, seed: int) -> dict:
         "binding_p99_ms": percentile(binding, 0.99),
         "bind_lat_p99_ms": percentile(wall["bind_lat"], 0.99),
         "bind_price_p99_ms": percentile(wall["bind_price"], 0.99),
+        "bind_both_p99_ms": percentile(wall["bind_both"], 0.99),
         "cpu_median_ms": statistics.median(all_cpu),
         "cpu_p99_ms": percentile(all_cpu, 0.99),
-        "cpu_binding_p99_ms": percentile(cpu["bind_lat"] + cpu["bind_price"], 0.99),
-        "binding_constrained": constrained / max(1, len(binding)),
+        "cpu_binding_p99_ms": percentile(cpu["bind_lat"] + cpu["bind_price"] + cpu["bind_both"], 0.99),
+        "cpu_bind_both_p99_ms": percentile(cpu["bind_both"], 0.99),
+        "binding_constrained": constrained / max(1, len(wall["bind_lat"]) + len(wall["bind_price"])),
         "no_route": failures,
         "first_build_ms": build_ms,
         "rebuild_median_ms": statistics.median(rebuilds),
@@ -203,7 +218,8 @@ def main() -> None:
 
     header = (
         f"{'layers':>6} {'offers':>7} {'median ms':>10} {'p99 ms':>8} {'quotes/s':>9} {'open p99':>9}"
-        f" {'bind p99':>9} {'b.lat p99':>10} {'b.price p99':>12} {'cpu p99':>8} {'noise p99':>10} {'build ms':>9}"
+        f" {'bind p99':>9} {'b.lat p99':>10} {'b.price p99':>12} {'b.both p99':>11} {'cpu p99':>8} {'noise p99':>10}"
+        f" {'build ms':>9}"
         f" {'load':>5}"
     )
     print(header)
@@ -215,7 +231,8 @@ def main() -> None:
             print(
                 f"{layers:>6} {count:>7} {r['median_ms']:>10.3f} {r['p99_ms']:>8.3f} {r['quotes_per_s']:>9.0f}"
                 f" {r['open_p99_ms']:>9.3f} {r['binding_p99_ms']:>9.3f} {r['bind_lat_p99_ms']:>10.3f}"
-                f" {r['bind_price_p99_ms']:>12.3f} {r['cpu_p99_ms']:>8.3f} {r['noise_p99_ms']:>10.3f}"
+                f" {r['bind_price_p99_ms']:>12.3f} {r['bind_both_p99_ms']:>11.3f} {r['cpu_p99_ms']:>8.3f}"
+                f" {r['noise_p99_ms']:>10.3f}"
                 f" {r['rebuild_median_ms'] + r['bounds_build_median_ms']:>9.1f} {r['load_average'] or 0:>5.1f}"
             )
             if not args.no_save:
