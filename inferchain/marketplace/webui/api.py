@@ -133,7 +133,7 @@ def get_operator(address: str, ui: UIDep) -> dict[str, Any]:
     this market's browser chats countersigned that are not settled yet."""
     view, node = _view(ui), _address(address)
     out = view.operator(node)
-    settled = view.settlements(node=node)
+    settled = view.node_settlements(node)
     total = 0
     series = []
     for ev in settled:

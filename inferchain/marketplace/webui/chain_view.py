@@ -1,5 +1,6 @@
 """What the pages read from the chain beyond the wallet's own calls: settlements (with transaction hashes) from the
-escrow's `ReceiptSettled` events, a node's standing, earnings and claimable epoch rewards."""
+escrow's `ReceiptSettled` events, a node's standing, earnings and claimable epoch rewards. Receipt lookups and
+reward amounts reuse the wallet room's `find_settled` and `claimable_rewards`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Any
 from web3 import Web3
 
 from inferchain.wallet.chain import Chain
+from inferchain.wallet.operator import claimable_rewards
+from inferchain.wallet.settlement import find_settled
 
 MAX_CACHED_BLOCKS = 4096
 
@@ -36,10 +39,10 @@ class ChainView:
                 self._times.popitem(last=False)
         return t
 
-    def settlements(self, **filters: str) -> list[dict[str, Any]]:
-        """`ReceiptSettled` events (by `key`, `buyer` or `node`), oldest first, with time and transaction hash."""
+    def node_settlements(self, node: str) -> list[dict[str, Any]]:
+        """The escrow's `ReceiptSettled` events paying `node`, oldest first, with time and transaction hash."""
         event = self.chain.contracts.escrow.events.ReceiptSettled
-        logs = event.get_logs(argument_filters=filters, from_block=self.from_block)
+        logs = event.get_logs(argument_filters={"node": node}, from_block=self.from_block)
         return [
             {
                 "key": "0x" + bytes(log["args"]["key"]).hex(),
@@ -55,23 +58,20 @@ class ChainView:
         ]
 
     def settled_by_key(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        """The settlement event of each of `keys` that was settled (one log query per key: keys are indexed)."""
-        out: dict[str, dict[str, Any]] = {}
-        for key in keys:
-            found = self.settlements(key=key)
-            if found:
-                out[key] = found[0]
-        return out
+        """The settlement (transaction, block, time) of each of `keys` that the escrow paid."""
+        found = find_settled(self.chain, keys)
+        return {k: {"tx": s.tx, "block": s.block, "time": self.block_time(s.block)} for k, s in found.items()}
 
     def operator(self, node: str) -> dict[str, Any]:
         node = Web3.to_checksum_address(node)
         info = self.chain.node_info(node)
         pool = self.chain.contracts.reward_pool
-        epochs = sorted(
-            {int(log["args"]["epoch"]) for log in pool.events.ContributionRecorded.get_logs(
-                argument_filters={"node": node}, from_block=self.from_block)}
-        )  # fmt: skip
-        rewards = [{"epoch": e, "amount": str(pool.functions.claimable(e, node).call())} for e in epochs]
+        # The epochs the node contributed in, from the pool's events (a scan of every epoch would cost a call each).
+        logs = pool.events.ContributionRecorded.get_logs(argument_filters={"node": node}, from_block=self.from_block)
+        epochs = sorted({int(log["args"]["epoch"]) for log in logs})
+        rewards = [
+            {"epoch": e, "amount": str(a)} for e, a in sorted(claimable_rewards(self.chain, node, epochs).items())
+        ]
         return {
             "address": node,
             "registered": bool(info["registered"]),
