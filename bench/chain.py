@@ -1,7 +1,14 @@
 """Monolithic generate vs a 3-node chain on loopback: same model, prompt and machine, one run.
 
-Prints a table and appends a JSON line to bench/results/chain.jsonl.
-    python bench/chain.py [--tokens 64] [--repeats 3] [--wire-dtype f16]
+Fair comparison: every node process and the monolithic model run with the same torch thread count (--threads,
+default 1). The chain computes the same 30 layers, one node at a time, so the ratio measures what the chain adds
+per token (three hops, serialisation, scheduling) and not whether one process used more cores than another.
+
+Also prints where one decode step's time goes (client, and per hop: serialisation, the libp2p transport, the
+node's queue and thread hand-offs, compute), from the client's and the nodes' own step profiles.
+
+Prints tables and appends a JSON line to bench/results/chain.jsonl.
+    python bench/chain.py [--tokens 64] [--repeats 3] [--wire-dtype f16] [--threads 1]
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from inferchain.client.generation import chat_prompt
+from inferchain.client.remote import request_once
 from inferchain.client.session import InferenceSession
 from inferchain.models.prepare import default_model_dir, prepare_default_model
 from inferchain.models.span import ModelHead
 from inferchain.node.launch import local_swarm
+from inferchain.wire import messages as m
 
 PROMPT = "Explain in a few sentences why the sky is blue."
 
@@ -43,6 +52,35 @@ def monolithic(model, ids: list[int], tokens: int) -> tuple[float, float, list[i
     return prefill, (total - prefill) / (tokens - 1) * 1000, out[0, len(ids) :].tolist()
 
 
+def node_profiles(s: InferenceSession) -> list[dict[str, float]]:
+    """Each hop's node step profile (totals since the node started), asked on a stream of its own."""
+    out = []
+    for hop in s.chain.hops:
+        remote = hop.remote
+        info = s.host.call(request_once, remote.host, remote.peer, m.InfoRequest(), remote.timeouts)
+        assert isinstance(info, m.NodeInfo)
+        out.append(dict(info.step_ms))
+    return out
+
+
+def breakdown(
+    decode_ms: float, clients: list[dict[str, float]], before: list[dict[str, float]], after: list[dict[str, float]]
+) -> dict[str, float]:
+    """ms per token: where one decode step of the whole chain goes."""
+    row = dict.fromkeys(("compute", "queue+resume", "serialise", "libp2p+transport", "client"), 0.0)
+    for client, b, a in zip(clients, before, after, strict=True):
+        steps = client["steps"]
+        node = {k: (a[k] - b.get(k, 0.0)) / max(1.0, a["steps"] - b.get("steps", 0.0)) for k in a if k != "steps"}
+        row["compute"] += node["compute"]
+        row["queue+resume"] += node["queue"] + node["resume"]
+        client_codec = (client["serialise"] + client["deserialise"]) / steps
+        row["serialise"] += node["deserialise"] + node["serialise"] + client_codec
+        node_total = sum(node.values())
+        row["libp2p+transport"] += client["exchange"] / steps - node_total + node["send"]
+    row["client"] = decode_ms - sum(row.values())  # embeddings, LM head, argmax, thread hand-off to the host
+    return {k: round(v, 3) for k, v in row.items()}
+
+
 def chained(head: ModelHead, peers: list[str], ids: list[int], tokens: int, dtype: str):
     with InferenceSession(head, peers, max_length=len(ids) + tokens + 1, wire_dtype=dtype) as s:  # type: ignore[arg-type]
         t0 = time.perf_counter()
@@ -50,15 +88,18 @@ def chained(head: ModelHead, peers: list[str], ids: list[int], tokens: int, dtyp
         prefill = time.perf_counter() - t0
         out = [int(logits.argmax())]
         sent0 = [h.remote.wire_bytes() for h in s.chain.hops]
+        before = node_profiles(s)
         t0 = time.perf_counter()
         for _ in range(tokens - 1):
             out.append(int(s.step([out[-1]]).argmax()))
         decode = (time.perf_counter() - t0) / (tokens - 1) * 1000
+        after = node_profiles(s)
         sent1 = [h.remote.wire_bytes() for h in s.chain.hops]
         per_hop = [
             ((b[0] - a[0]) / (tokens - 1), (b[1] - a[1]) / (tokens - 1)) for a, b in zip(sent0, sent1, strict=True)
         ]
-    return prefill, decode, out, per_hop
+        where = breakdown(decode, [dict(h.remote.step_ms) for h in s.chain.hops], before, after)
+    return prefill, decode, out, per_hop, where
 
 
 def main() -> None:
@@ -66,11 +107,13 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--wire-dtype", default="f16", choices=["f16", "f32"])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of every node and of the monolithic run")
     ap.add_argument("--node-env", action="append", default=[], help="KEY=VALUE for the node processes")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "chain.jsonl"))
     args = ap.parse_args()
 
     node_env = dict(kv.split("=", 1) for kv in args.node_env)
+    torch.set_num_threads(args.threads)
     folder = default_model_dir()
     prepare_default_model(folder)
     tok = AutoTokenizer.from_pretrained(str(folder))
@@ -78,7 +121,9 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     head = ModelHead(folder)
     mono, chain = [], []
-    with tempfile.TemporaryDirectory() as tmp, local_swarm([(0, 10), (10, 20), (20, 30)], Path(tmp), folder) as nodes:
+    with tempfile.TemporaryDirectory() as tmp, local_swarm(
+        [(0, 10), (10, 20), (20, 30)], Path(tmp), folder, ["--threads", str(args.threads)], node_env
+    ) as nodes:
         peers = [n.addr for n in nodes]
         chained(head, peers, ids, 4, args.wire_dtype)  # warm-up: connections, allocator
         for _ in range(args.repeats):  # interleave, so that machine noise hits both alike
@@ -90,6 +135,7 @@ def main() -> None:
     c_decode = statistics.median(r[1] for r in chain)
     same = all(c[2] == mono[0][2] for c in chain)
     per_hop = chain[-1][3]
+    where = {k: round(statistics.median(c[4][k] for c in chain), 2) for k in chain[0][4]}
     sent = max(h[0] for h in per_hop)
     received = max(h[1] for h in per_hop)
     result = {
@@ -111,6 +157,7 @@ def main() -> None:
         "bytes_per_token_per_hop_sent": round(sent, 1),
         "bytes_per_token_per_hop_received": round(received, 1),
         "greedy_tokens_equal": same,
+        "decode_ms_per_token_breakdown": where,
     }
     print(f"{'':28}{'monolithic':>12}{'3-node chain':>14}")
     print(f"{'prefill ms':28}{result['mono_prefill_ms']:>12}{result['chain_prefill_ms']:>14}")
@@ -118,6 +165,10 @@ def main() -> None:
     print(f"{'tokens/s':28}{result['mono_tokens_per_s']:>12}{result['chain_tokens_per_s']:>14}")
     print(f"chain / monolithic tokens/s: {result['chain_vs_mono']}x   greedy tokens equal: {same}")
     print(f"bytes per token per hop: {sent:.0f} sent, {received:.0f} received (framed messages)")
+    print(f"\nwhere one chain decode step goes (ms per token, 3 hops, median of {args.repeats} runs):")
+    for k, v in where.items():
+        print(f"  {k:22}{v:>8.2f}")
+    print(f"  {'monolithic compute':22}{m_decode:>8.2f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as f:
         f.write(json.dumps(result) + "\n")

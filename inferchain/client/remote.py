@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -110,6 +111,8 @@ class RemoteSpan:
         self._sent: list[tuple[int, dict]] = []
         self._received: list[np.ndarray] = []
         self.evidence: SessionEvidence | None = None
+        # One-token steps: how many, and total ms encoding, waiting for the reply (network and node), decoding.
+        self.step_ms = {"steps": 0.0, "serialise": 0.0, "exchange": 0.0, "deserialise": 0.0}
 
     @property
     def name(self) -> str:
@@ -158,10 +161,18 @@ class RemoteSpan:
         if self._framed is None:
             raise RemoteError(self.name, ErrorCode.NO_SESSION, "session is not open")
         n = hidden.shape[1]
+        t0 = time.perf_counter()
         try:
             with trio.fail_after(self.timeouts.step_s + n * self.timeouts.per_token_s):
                 wire = encode_tensor(hidden, self.dtype)
-                reply = await _exchange(self._framed, m.Forward(pos=position, x=wire))
+                payload = m.encode(m.Forward(pos=position, x=wire))
+                t1 = time.perf_counter()
+                await self._framed.send(payload)
+                answer = await self._framed.recv()
+            t2 = time.perf_counter()
+            reply = m.decode(answer)
+            if isinstance(reply, m.ErrorReply):
+                raise reply.to_exception()
             if not isinstance(reply, m.Output):
                 raise WireError(ErrorCode.BAD_MESSAGE, f"expected out, got {reply.t}")
             out = decode_tensor(reply.x, self.hidden_size, n)
@@ -170,6 +181,11 @@ class RemoteSpan:
         except Exception as e:
             await self.abort()
             raise self._error(e) from None
+        if n == 1:
+            t3 = time.perf_counter()
+            for phase, ms in (("serialise", t1 - t0), ("exchange", t2 - t1), ("deserialise", t3 - t2)):
+                self.step_ms[phase] += ms * 1000
+            self.step_ms["steps"] += 1
         self.position = position + n
         self.tokens_sent += n
         if self.buyer is not None:

@@ -1,7 +1,8 @@
 """The span server: answers the span protocol on libp2p streams, one inference session per stream.
 
 Every step goes through the StepScheduler, which batches concurrent sessions' decode steps, chunks prefills, and
-computes on one dedicated thread. Validation happens before compute, so bad input never reaches a KV cache.
+computes inline on the node's event-loop thread (one torch thread pool; see node/scheduler.py for why).
+Validation happens before compute, so bad input never reaches a KV cache.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import trio
 from libp2p.abc import INetStream
 
 from inferchain.models.span import SpanModel
+from inferchain.node.profile import StepProfile, StepStamps
 from inferchain.node.receipts import PaidSession, SessionBilling
 from inferchain.node.scheduler import StepRequest, StepScheduler
 from inferchain.node.sessions import Session, SessionLimits, SessionTable
@@ -65,6 +67,7 @@ class SpanServer:
         self.limits = limits or ServerLimits()
         self.sessions = SessionTable(session_limits or SessionLimits(), span.cache_bytes_per_token(1))
         self.stats = NodeStats(started=time.monotonic())
+        self.profile = StepProfile()  # where one-token steps spend their time
         self.scheduler = StepScheduler(span, max_batch=max(1, self.sessions.limits.max_sessions))
         self._peer_sessions: Counter[str] = Counter()  # sessions each peer holds (its streams with a session)
         self.adversary = Adversary.from_env()
@@ -86,6 +89,7 @@ class SpanServer:
             ms_per_layer=round(self.scheduler.stats.ms_per_layer, 4),
             largest_batch=self.scheduler.stats.largest_batch,
             precision=self.span.precision,
+            step_ms=self.profile.snapshot(),
             price_per_1k=str(self.billing.signer.price_per_1k) if self.billing is not None else "0",
         )
 
@@ -97,8 +101,10 @@ class SpanServer:
         paid: PaidSession | None = None
         try:
             while True:
+                stamps: StepStamps | None = None  # a forward step's timeline, for the step profile
                 try:
                     payload = await framed.recv()
+                    received = time.perf_counter()
                 except StreamClosed:
                     return
                 except WireError as e:  # framing lost: answer once, then drop the stream
@@ -124,7 +130,8 @@ class SpanServer:
                             )
                         )
                     elif isinstance(message, m.Forward):
-                        reply, out = await self._forward(session, message)
+                        stamps = StepStamps(received)
+                        reply, out = await self._forward(session, message, stamps)
                         if paid is not None and session is not None:
                             paid.observe(session.tokens)
                             paid.record_activations(message.pos, message.x, out)
@@ -152,9 +159,13 @@ class SpanServer:
                         self.sessions.release(handle)
                     reply = m.error_reply(WireError(ErrorCode.INTERNAL, "internal error on the node"))
                 await framed.send(reply)
+                if stamps is not None and stamps.encoded:
+                    self.profile.add(stamps)
         except StreamClosed:
             return
         finally:
+            if session is not None:
+                self.scheduler.forget(session.cache)
             if handle is not None:
                 self.sessions.release(handle)
                 self._peer_sessions[peer] -= 1
@@ -220,7 +231,9 @@ class SpanServer:
                 ErrorCode.NODE_FULL, f"this peer already holds {mine} sessions, the most one peer may hold here"
             )
 
-    async def _forward(self, session: Session | None, message: m.Forward) -> tuple[bytes, np.ndarray]:
+    async def _forward(
+        self, session: Session | None, message: m.Forward, stamps: StepStamps
+    ) -> tuple[bytes, np.ndarray]:
         if session is None:
             raise WireError(ErrorCode.NO_SESSION, "send `open` before `fwd`")
         session.check_usable()
@@ -236,11 +249,15 @@ class SpanServer:
                 ErrorCode.TOO_LONG, f"{session.position + n} tokens exceed the session's {session.max_length}"
             )
         hidden = torch.from_numpy(array.astype(np.float32))  # a writable copy
+        stamps.decoded = time.perf_counter()
         session.last_active = time.monotonic()
         start, end = session.start, session.end
         if self.adversary is not None:  # test-only cheating (inferchain.trust.adversary)
             start, end = self.adversary.layers(start, end)
-        out = await self.scheduler.submit(StepRequest(hidden, session.position, session.cache, start, end))
+        request = StepRequest(hidden, session.position, session.cache, start, end)
+        out = await self.scheduler.submit(request)
+        stamps.resumed = time.perf_counter()
+        stamps.compute_start, stamps.compute_end = request.compute_start, request.compute_end
         if self.adversary is not None:
             out = self.adversary.perturb(out, self._adversary_rng)
         session.position += n
@@ -248,4 +265,7 @@ class SpanServer:
         session.last_active = time.monotonic()
         self.stats.tokens += n
         array_out = out.numpy()
-        return m.encode(m.Output(x=encode_tensor(array_out, session.dtype))), array_out
+        reply = m.encode(m.Output(x=encode_tensor(array_out, session.dtype)))
+        if n == 1:  # the profile is of decode steps; prefills are reported by their throughput
+            stamps.encoded = time.perf_counter()
+        return reply, array_out

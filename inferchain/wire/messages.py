@@ -97,6 +97,9 @@ class NodeInfo(_Message):
     largest_batch: StrictInt = 0  # most decode steps this node has run as one batch
     precision: Literal["fp32", "int8"] = "fp32"  # the weights this node computes with
     price_per_1k: StrictStr = "0"  # token wei per 1k tokens per layer (decimal text: uint256), "0" on a free node
+    # Where this node's one-token steps spent their time since it started: "steps" and total ms per phase
+    # (deserialise, queue, compute, resume, serialise, send; see node/profile.py).
+    step_ms: dict[StrictStr, float] = Field(default_factory=dict, max_length=16)
 
 
 class Announce(_Message):
