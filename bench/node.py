@@ -29,11 +29,22 @@ from inferchain.p2p.host import load_or_create_identity, parse_peer_addr
 from inferchain.p2p.thread import HostThread
 from inferchain.wire.tensors import decode_tensor, encode_tensor
 
+# A fixed text for the quality measurements (teacher-forced top-1 agreement with fp32). It is long (251 tokens)
+# because a short one measures coarsely: over its first paragraph alone (78 tokens) one token is 1.3 points and
+# two positions are near-ties (top-2 logits within 0.011), which any rounding may flip.
 TEXT = (
     "The sun is the star at the centre of the Solar System. It is a massive, nearly perfect sphere of hot plasma, "
     "heated to incandescence by nuclear fusion reactions in its core, radiating the energy from its surface "
     "mainly as visible light and infrared radiation. The sun is by far the most important source of energy for "
-    "life on Earth, and its gravity holds the planets in their orbits."
+    "life on Earth, and its gravity holds the planets in their orbits. Water covers about seventy-one percent of "
+    "the planet's surface, mostly in oceans, while the rest is land made of continents and islands. The "
+    "atmosphere consists mainly of nitrogen and oxygen, and it protects living things from harmful radiation. "
+    "Plants use sunlight, water and carbon dioxide to make sugar and release oxygen, a process called "
+    "photosynthesis. Animals depend on plants for food, either directly or by eating other animals. In the "
+    "history of science, Isaac Newton described the laws of motion and universal gravitation, and later Albert "
+    "Einstein showed that space and time are linked. Computers store numbers as bits, and a program is a list of "
+    "instructions that tells the machine what to do with them. To bake bread, mix flour, water, salt and yeast, "
+    "let the dough rise for an hour, shape it, and bake it in a hot oven until the crust is golden brown."
 )
 H = 576
 

@@ -18,6 +18,7 @@ from transformers import (
 
 from inferchain.models.family import UnknownFamilyError, family_for
 from inferchain.models.folder import MANIFEST, ModelFolder, ModelFolderError
+from inferchain.models.int8 import Int8Linear
 from inferchain.models.prepare import save_model_folder
 from inferchain.models.span import ModelHead, SpanError, SpanModel
 
@@ -154,14 +155,20 @@ def test_bad_spans_and_folders(tmp_path, smollm2):
 
 
 def test_int8_weights_are_quantized_and_close_per_layer(smollm2):
-    """int8 spans really compute with int8 linear layers; one layer stays within a few percent of fp32.
-    (Quality over the whole model, top-1 agreement on a fixed text, is measured by bench/node.py.)"""
+    """int8 spans really compute with int8 weights (but the linears kept in fp32 for quality); one layer stays
+    within a few percent of fp32. (Quality over the whole model, top-1 agreement on a fixed text, is measured by
+    bench/node.py.)"""
     fp32, int8 = SpanModel(smollm2, 0, 1), SpanModel(smollm2, 0, 1, precision="int8")
     assert int8.precision == "int8"
-    assert "quantized" in type(int8.layers[0].mlp.down_proj).__module__
+    layer = int8.layers[0]
+    assert isinstance(layer.mlp.gate_proj, Int8Linear) and layer.mlp.gate_proj.qweight.dtype == torch.int8
+    assert isinstance(layer.self_attn.q_proj, Int8Linear)
+    assert all(
+        isinstance(getattr(m, n), torch.nn.Linear) for m, n in ((layer.mlp, "down_proj"), (layer.self_attn, "v_proj"))
+    )
     h = torch.randn(1, 8, 576, generator=torch.Generator().manual_seed(0))
     a, b = fp32.forward(h, 0, fp32.new_cache()), int8.forward(h, 0, int8.new_cache())
     relative = ((a - b).norm() / a.norm()).item()
-    assert 0 < relative < 0.15
+    assert 0 < relative < 0.05
     with pytest.raises(SpanError, match="precision"):
         SpanModel(smollm2, 0, 1, precision="int4")  # type: ignore[arg-type]

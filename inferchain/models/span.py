@@ -20,22 +20,13 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 
 from inferchain.models.family import DecoderFamily, family_for, no_grad_eval
 from inferchain.models.folder import Manifest, ModelFolder, ModelFolderError, tensor_digest
+from inferchain.models.int8 import quantize_int8
 
 LoadProgress = Callable[[int, int], None]
 """Called with (tensors loaded, tensors to load)."""
 
 
 Precision = Literal["fp32", "int8"]
-
-
-def quantize_int8(layers: nn.ModuleList) -> nn.ModuleList:
-    """int8 weights for every nn.Linear (per-tensor scale, dynamic activation quantization): torch's CPU path."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch points to torchao for new work; this path is what runs on CPU here
-        quantized = torch.ao.quantization.quantize_dynamic(layers, {nn.Linear}, dtype=torch.qint8)
-    return no_grad_eval(quantized)  # type: ignore[return-value]
 
 
 class SpanError(ValueError):
@@ -107,8 +98,8 @@ class SpanModel:
         progress: LoadProgress | None = None,
         precision: Precision = "fp32",
     ) -> None:
-        """`precision`: "fp32" weights as stored, or "int8" (dynamic quantization of every linear layer's weights;
-        activations stay float)."""
+        """`precision`: "fp32" weights as stored, or "int8" (weight-only int8 with per-channel scales for most
+        linear layers, see models/int8.py; activations stay float)."""
         if precision not in ("fp32", "int8"):
             raise SpanError(f"precision must be fp32 or int8, got {precision!r}")
         self.precision = precision
