@@ -2,8 +2,17 @@
 `openai` client streaming over HTTP) vs the client library directly, at 1 and at N concurrent streams, on a
 3-node free swarm on loopback. Greedy decoding of one prompt, so both sides generate the same tokens.
 
+Both paths run in this process on the gateway's own libp2p host thread, so they share the nodes, the host and the
+machine alike; each configuration runs `--reps` times, direct and gateway interleaved (the machine's load drifts),
+and the table shows medians. TTFT is the time from the request to the first text; tokens/s is the completion
+tokens of all streams over the wall time of the run.
+
+`--backend stub` replaces the node chain by a stand-in with a fixed answer and fixed timing (`--stub-prefill-ms`,
+`--stub-ms-per-token`, sleeps, no CPU), so the difference between the two paths is the gateway's own cost (HTTP,
+auth, tokenizing, metering, SSE, the openai client), nearly free of the machine's load and of the swarm's noise.
+
 Prints a table and appends a JSON line to bench/results/gateway.jsonl.
-    python bench/gateway.py [--tokens 32] [--concurrency 1 8]
+    python bench/gateway.py [--backend swarm|stub] [--tokens 32] [--concurrency 1 8] [--reps 3]
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import os
 import platform
 import socket
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -23,16 +33,18 @@ from pathlib import Path
 
 import httpx
 import openai
+import torch
 import uvicorn
 from eth_account import Account
 
 from inferchain.client.generation import SamplingParams, stream_tokens
+from inferchain.client.remote import Timeouts
 from inferchain.client.session import InferenceSession
 from inferchain.marketplace.book import OfferBook
 from inferchain.marketplace.db import init_db, make_engine
 from inferchain.marketplace.gateway import siwe
 from inferchain.marketplace.gateway.db import init_gateway_db
-from inferchain.marketplace.gateway.runner import Runners, static_peers
+from inferchain.marketplace.gateway.runner import Generation, Runners, static_peers
 from inferchain.marketplace.gateway.state import Gateway
 from inferchain.marketplace.service import MarketState, create_app
 from inferchain.models.prepare import default_model_dir, prepare_default_model
@@ -41,13 +53,44 @@ from inferchain.node.launch import local_swarm
 MESSAGES = [{"role": "user", "content": "Explain in a few sentences why the sky is blue."}]
 
 
-def direct(runner, addrs: list[str], ids: list[int], tokens: int) -> tuple[float, int, float]:
+class StubSession:
+    """Stands in for `InferenceSession` over a node chain: answers `answer` token by token (greedy picks it),
+    sleeping `prefill_ms` for the prompt and `ms_per_token` per decode step."""
+
+    route: list = []
+    receipts: list = []
+
+    def __init__(self, answer: list[int], vocab: int, max_length: int, prefill_ms: float, ms_per_token: float):
+        self.answer, self.vocab, self.max_length = answer, vocab, max_length
+        self.prefill_s, self.step_s = prefill_ms / 1000, ms_per_token / 1000
+        self.position, self.steps = 0, 0
+
+    def step(self, token_ids: list[int]) -> torch.Tensor:
+        time.sleep(self.prefill_s if self.position == 0 else self.step_s)
+        self.position += len(token_ids)
+        logits = torch.zeros(self.vocab)
+        logits[self.answer[self.steps % len(self.answer)]] = 1.0
+        self.steps += 1
+        return logits
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> StubSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def direct(open_session, runner, ids: list[int], tokens: int) -> tuple[float, int, float]:
     """(time to first token s, tokens, total s) for one stream run with the client library."""
     t0 = time.perf_counter()
     first, n = None, 0
-    with InferenceSession(runner.head, addrs, host=runner.host) as session:
+    with open_session() as session:
         for chunk in stream_tokens(session, runner.tokenizer, ids, SamplingParams(max_tokens=tokens)):
-            first = first or time.perf_counter() - t0
+            if chunk.text:
+                first = first or time.perf_counter() - t0
             n += chunk.token_id >= 0
     return first or 0.0, n, time.perf_counter() - t0
 
@@ -79,20 +122,45 @@ def run(fn, concurrency: int) -> dict[str, float]:
     }
 
 
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]} | {"runs": runs}  # type: ignore[dict-item]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--reps", type=int, default=3, help="runs per configuration (medians reported)")
+    ap.add_argument("--backend", choices=["swarm", "stub"], default="swarm")
+    ap.add_argument("--stub-prefill-ms", type=float, default=100.0)
+    ap.add_argument("--stub-ms-per-token", type=float, default=25.0)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "gateway.jsonl"))
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]  # the machine's load when the run started (other work skews everything)
     folder = default_model_dir()
     prepare_default_model(folder)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp, local_swarm([(0, 10), (10, 20), (20, 30)], Path(tmp), folder) as nodes:
+    spans = [(0, 10), (10, 20), (20, 30)] if args.backend == "swarm" else []
+    with tempfile.TemporaryDirectory() as tmp, local_swarm(spans, Path(tmp), folder) as nodes:
         addrs = [n.addr for n in nodes]
         engine = make_engine(f"sqlite:///{Path(tmp) / 'gw.sqlite'}")
-        runners = Runners([folder], static_peers(addrs))
+        # generous step limits on both paths: a loaded 2-core machine must not turn slowness into fail-over
+        runners = Runners([folder], static_peers(addrs), timeouts=Timeouts(step_s=120.0))
         runner = next(iter(runners.by_id.values()))
+        if args.backend == "swarm":
+
+            def open_session():
+                return InferenceSession(runner.head, addrs, host=runner.host, max_length=runner.max_length,
+                                        timeouts=runner.timeouts)  # fmt: skip
+        else:
+            answer = runner.encode("The sky looks blue because air scatters short wavelengths of sunlight more.")
+
+            def open_session():
+                return StubSession(answer, runner.head.info.config.vocab_size, runner.max_length, args.stub_prefill_ms,
+                                   args.stub_ms_per_token)  # fmt: skip
+
+            runner.start = lambda prompt, params, limits=None, buyer=None: Generation(  # the gateway's side too
+                open_session(), prompt, params, runner.tokenizer)  # fmt: skip
         gw = Gateway(init_gateway_db(engine), runners, domain="bench")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -111,25 +179,35 @@ def main() -> None:
         key = httpx.post(url + "/admin/keys", json={}, headers={"authorization": f"Bearer {token.json()['token']}"})
         client = openai.OpenAI(base_url=url + "/v1", api_key=key.json()["key"], max_retries=0, timeout=300)
         ids = runner.encode_chat(MESSAGES)
-        direct(runner, addrs, ids, 4)  # warm-up both paths
+        direct(open_session, runner, ids, 4)  # warm-up both paths
         through_gateway(client, 4)
         for c in args.concurrency:
-            d = run(lambda: direct(runner, addrs, ids, args.tokens), c)
-            g = run(lambda: through_gateway(client, args.tokens), c)
+            ds, gs = [], []
+            for rep in range(args.reps):  # interleaved, alternating which goes first
+                for path in (("direct", "gateway") if rep % 2 == 0 else ("gateway", "direct")):
+                    if path == "direct":
+                        ds.append(run(lambda: direct(open_session, runner, ids, args.tokens), c))  # noqa: B023
+                    else:
+                        gs.append(run(lambda: through_gateway(client, args.tokens), c))  # noqa: B023
+                    print(f"  {c} stream(s), rep {rep + 1}, {path}: {(ds if path == 'direct' else gs)[-1]}",
+                          file=sys.stderr, flush=True)  # fmt: skip
+            d, g = median_of(ds), median_of(gs)
             rows.append({"concurrency": c, "direct": d, "gateway": g,
                          "ttft_overhead_ms": g["ttft_ms"] - d["ttft_ms"],
                          "tokens_per_s_ratio": g["tokens_per_s"] / d["tokens_per_s"]})  # fmt: skip
         server.should_exit = True
         runners.close()
         engine.dispose()
-    print(f"{'streams':>7} | {'direct TTFT ms':>14} | {'gateway TTFT ms':>15} | {'direct tok/s':>12} | "
-          f"{'gateway tok/s':>13} | {'tok/s ratio':>11}")  # fmt: skip
+    print(f"{'streams':>7} | {'direct TTFT ms':>14} | {'gateway TTFT ms':>15} | {'TTFT +ms':>8} | "
+          f"{'direct tok/s':>12} | {'gateway tok/s':>13} | {'tok/s ratio':>11}")  # fmt: skip
     for r in rows:
         print(f"{r['concurrency']:>7} | {r['direct']['ttft_ms']:>14.1f} | {r['gateway']['ttft_ms']:>15.1f} | "
-              f"{r['direct']['tokens_per_s']:>12.1f} | {r['gateway']['tokens_per_s']:>13.1f} | "
-              f"{r['tokens_per_s_ratio']:>11.3f}")  # fmt: skip
+              f"{r['ttft_overhead_ms']:>8.1f} | {r['direct']['tokens_per_s']:>12.2f} | "
+              f"{r['gateway']['tokens_per_s']:>13.2f} | {r['tokens_per_s_ratio']:>11.3f}")  # fmt: skip
     result = {
-        "bench": "gateway", "at": datetime.now(UTC).isoformat(timespec="seconds"), "tokens": args.tokens,
+        "bench": "gateway", "at": datetime.now(UTC).isoformat(timespec="seconds"), "backend": args.backend,
+        "tokens": args.tokens,
+        "reps": args.reps, "load_avg_1m_at_start": load_before,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "rows": rows,
     }  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -116,7 +116,15 @@ def test_honest_variations_pass(parts, seed):
 
 @pytest.mark.parametrize(
     "cheat",
-    [{"noise": 0.01}, {"noise": 0.05}, {"noise": 0.2}, {"layers": (10, 19)}, {"layers": (11, 20)}, {"layers": (10, 15)}, "other"],
+    [
+        {"noise": 0.01},
+        {"noise": 0.05},
+        {"noise": 0.2},
+        {"layers": (10, 19)},
+        {"layers": (11, 20)},
+        {"layers": (10, 15)},
+        "other",
+    ],
 )
 def test_cheating_fails(parts, cheat):
     steps = session_inputs(parts, 5)

@@ -169,7 +169,8 @@ async def _serve(
     worst = len(prompt) + max_tokens
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
     try:
-        reservation = await _chain_call(gw.meter.reserve, rid, key.id, runner.model_id, worst, _cost(worst, price))
+        run = anyio.to_thread.run_sync if gw.paid is None else _chain_call  # paid: reserving reads the escrow
+        reservation = await run(gw.meter.reserve, rid, key.id, runner.model_id, worst, _cost(worst, price))
     except QuotaExceeded as e:
         headers = {"retry-after": str(math.ceil(e.retry_after_s))} if e.retry_after_s else None
         kind = "rate_limit_exceeded" if e.kind == "rate" else "insufficient_quota"
