@@ -97,7 +97,8 @@ def market(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             operators.append(op.address)
         store.import_private_key("gateway", keys[GATEWAY]["private_key"], PASSPHRASE)
         fast = ["--announce-every", "0.5", "--price", PRICE]
-        seed = start_node(SPANS[0], work / "node0", smollm2, ["--wallet", "operator1", *fast], env=env)
+        first = ["--wallet", "operator1", "--region", "eu-west", *fast]
+        seed = start_node(SPANS[0], work / "node0", smollm2, first, env=env)
         nodes.append(seed)
         seed.wait_ready(180)
         for i, span in enumerate(SPANS[1:], start=2):
@@ -117,6 +118,7 @@ def market(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 "chain": chain,
                 "rpc": chain.deployment.rpc_url,
                 "buyer": keys[BUYER]["address"],
+                "buyer_key": keys[BUYER]["private_key"],
                 "operators": operators,
                 "reseller": keys[RESELLER],
                 "gateway": keys[GATEWAY]["address"],
@@ -210,6 +212,7 @@ def test_buyer_deposits_chats_settles_and_operator_claims(browser, market: dict)
     expect(page.get_by_role("table", name="Live nodes (3)")).to_be_visible()
     expect(page.locator("main")).to_contain_text("every layer served")
     expect(page.locator("main")).to_contain_text("150 INFER")
+    expect(page.locator("main")).to_contain_text("eu-west")  # the region operator1's signed offer states
     _shot(page, "network")
 
     # Chat: the quoted route first, then a streamed answer; the wallet countersigns one receipt per node.
@@ -274,6 +277,30 @@ def test_buyer_deposits_chats_settles_and_operator_claims(browser, market: dict)
     page.get_by_role("button", name="Claim rewards").click()
     _status(page, "Claim rewards: confirmed")
     assert chain.token_balance(node) == held + reward and pool.claimable(epoch, node).call() == 0
+
+
+def test_paid_chats_need_the_buyers_signed_authorisation(market: dict) -> None:
+    """Naming a buyer is not enough: the market starts a paid chat only under that wallet's signed ChatSession."""
+    from eth_account import Account
+    from eth_account.messages import encode_typed_data
+
+    buyer = Account.from_key(market["buyer_key"])
+    chat = {"model": "SmolLM2-135M-Instruct", "buyer": buyer.address, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(base_url=market["url"], timeout=30) as http:
+        refused = http.post("/app/api/chats", json=chat)
+        assert refused.status_code == 401 and "authorisation" in refused.json()["detail"]
+        grant = http.post("/app/api/chats/authorization", json={"buyer": buyer.address, "max_price_per_1k": 10**16})
+        assert grant.status_code == 200
+        typed = grant.json()["typed_data"]
+        nonce = typed["message"]["nonce"]
+        for signer, cap, why in (
+            (Account.create(), 10**16, "not the buyer"),  # someone else's wallet signed it
+            (buyer, 10**16 + 1, "above the authorised"),  # a dearer chat than the wallet allowed
+        ):
+            signature = "0x" + bytes(signer.sign_message(encode_typed_data(full_message=typed)).signature).hex()
+            body = {**chat, "max_price_per_1k": cap, "authorization": {"nonce": nonce, "signature": signature}}
+            answer = http.post("/app/api/chats", json=body)
+            assert answer.status_code == 401 and why in answer.json()["detail"], answer.text
 
 
 def test_reseller_authorises_the_gateway_and_manages_api_keys(browser, market: dict) -> None:

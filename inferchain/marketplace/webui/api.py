@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inferchain.client.chain import RouteLimits
 from inferchain.marketplace.book import list_offers
+from inferchain.marketplace.webui.authorization import AuthorizationError, Authorizations, TooManyAuthorizations
 from inferchain.marketplace.webui.chain_view import ChainView
 from inferchain.marketplace.webui.chat import ChatRegistry, ChatRequest, TooManyChats, start_chat
 from inferchain.marketplace.webui.db import chats_of, receipts_of_node
@@ -36,6 +37,7 @@ class WebUI:
     gateway: Gateway | None = None
     view: ChainView | None = None
     chats: ChatRegistry = field(default_factory=ChatRegistry)
+    authorizations: Authorizations | None = None  # paid markets: the buyers' signed chat authorisations
 
 
 def get_webui(request: Request) -> WebUI:
@@ -83,8 +85,10 @@ def get_config(ui: UIDep) -> dict[str, Any]:
     }
 
 
-def _region(addrs: list[str]) -> str:
-    """Where a node says it listens: the host part of its first multiaddr (offers carry no region field)."""
+def _region(signed_offer: dict[str, Any] | None, addrs: list[str]) -> str:
+    """The region the node's signed offer states, else where it listens (the host of its first multiaddr)."""
+    if signed_offer and signed_offer.get("region"):
+        return str(signed_offer["region"])
     for a in addrs:
         parts = a.split("/")
         if len(parts) > 2 and parts[1] in ("ip4", "ip6", "dns", "dns4", "dns6"):
@@ -115,7 +119,7 @@ def get_network(ui: UIDep) -> dict[str, Any]:
             "free_slots": r.free_slots,
             "max_slots": r.max_slots,
             "stake": stakes.get(r.wallet) if r.wallet else None,
-            "region": _region(list(r.addrs)),
+            "region": _region(r.signed_offer, list(r.addrs)),
             "expires_at": r.expires_at,
         }
         for r in rows
@@ -194,9 +198,22 @@ class ChatMessage(BaseModel):
     content: str = Field(max_length=20_000)
 
 
+class AuthorizationIn(BaseModel):
+    buyer: str = Field(description="the wallet that will chat")
+    max_price_per_1k: int | None = Field(None, ge=0, description="the most a chat's route may cost, wei per 1k")
+
+
+class SignedAuthorization(BaseModel):
+    nonce: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
+    signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$", description="the wallet's eth_signTypedData_v4 answer")
+
+
 class ChatIn(BaseModel):
     model: str = Field(description="model id or name")
     buyer: str | None = Field(None, description="the wallet that countersigns the receipts (paid markets)")
+    authorization: SignedAuthorization | None = Field(
+        None, description="paid markets: the buyer's signed ChatSession (POST /app/api/chats/authorization)"
+    )
     messages: list[ChatMessage] = Field(min_length=1, max_length=64)
     max_tokens: int = Field(64, ge=1, le=MAX_CHAT_TOKENS)
     max_price_per_1k: int | None = Field(None, ge=0, description="cap on the route's price, wei per 1k tokens")
@@ -209,23 +226,49 @@ class SignatureIn(BaseModel):
     signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$", description="the wallet's eth_signTypedData_v4 answer")
 
 
+@router.post("/chats/authorization")
+def post_authorization(body: AuthorizationIn, request: Request, ui: UIDep) -> dict[str, Any]:
+    """The EIP-712 `ChatSession` the buyer's wallet signs before chatting on a paid market: this market may open
+    paid sessions for the buyer at most at `max_price_per_1k` (none: uncapped) for an hour. Sign it with
+    `eth_signTypedData_v4` and send `{nonce, signature}` as each chat's `authorization`."""
+    if ui.authorizations is None:
+        raise HTTPException(503, "this market runs without a chain (free swarm): chats need no authorisation")
+    cap = body.max_price_per_1k if body.max_price_per_1k is not None else UNCAPPED_PRICE
+    market = request.headers.get("host", "")[:200]
+    try:
+        grant = ui.authorizations.issue(_address(body.buyer), market, cap)
+    except TooManyAuthorizations as e:
+        raise HTTPException(429, str(e)) from None
+    return {"typed_data": grant.typed_data(ui.authorizations.chain_id), "expiry": grant.expiry}
+
+
 @router.post("/chats", response_class=StreamingResponse)
 async def post_chat(body: ChatIn, ui: UIDep) -> StreamingResponse:
-    """Run one chat turn; answers NDJSON events (see inferchain/marketplace/webui/chat.py)."""
+    """Run one chat turn; answers NDJSON events (see inferchain/marketplace/webui/chat.py). On a paid market the
+    buyer's signed authorisation must come with it (401 when missing, unknown, expired or not the buyer's)."""
     if ui.gateway is None:
         raise HTTPException(503, "this market serves no models for chat (started with --no-gateway)")
     runner = ui.gateway.runners.find(body.model)
     if runner is None:
         raise HTTPException(404, f"model {body.model!r} is not served here")
-    paid = ui.view is not None
-    if paid and body.buyer is None:
-        raise HTTPException(422, "a paid market needs the buyer's wallet address to countersign receipts")
+    cap = body.max_price_per_1k if body.max_price_per_1k is not None else UNCAPPED_PRICE
+    buyer = None
+    if ui.authorizations is not None:  # a paid market
+        if body.buyer is None:
+            raise HTTPException(422, "a paid market needs the buyer's wallet address to countersign receipts")
+        buyer = _address(body.buyer)
+        if body.authorization is None:
+            raise HTTPException(401, "sign the chat authorisation first (POST /app/api/chats/authorization)")
+        try:
+            ui.authorizations.check(buyer, body.authorization.nonce, body.authorization.signature, cap)
+        except AuthorizationError as e:
+            raise HTTPException(401, str(e)) from None
     req = ChatRequest(
-        buyer=_address(body.buyer) if paid and body.buyer else None,
+        buyer=buyer,
         messages=[m.model_dump() for m in body.messages],
         max_tokens=body.max_tokens,
         limits=RouteLimits(body.max_price_per_1k, body.max_latency_ms, body.objective),
-        max_price_per_1k=body.max_price_per_1k if body.max_price_per_1k is not None else UNCAPPED_PRICE,
+        max_price_per_1k=cap,
     )
     loop = asyncio.get_running_loop()
     events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()

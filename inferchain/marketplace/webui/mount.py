@@ -10,6 +10,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from inferchain.marketplace.webui import api
+from inferchain.marketplace.webui.authorization import Authorizations
 from inferchain.marketplace.webui.chain_view import ChainView
 from inferchain.marketplace.webui.db import init_webui_db
 
@@ -28,6 +29,7 @@ def install(app: FastAPI, state: MarketState, gateway: Any = None) -> None:
         store=init_webui_db(engine),
         gateway=gateway,
         view=ChainView(chain) if chain is not None else None,
+        authorizations=Authorizations(chain.deployment.chain_id) if chain is not None else None,
     )
     app.include_router(api.router)
     if (STATIC_DIR / "index.html").exists():

@@ -22,6 +22,25 @@ type ChatEvent =
 
 const conversation: { role: "user" | "assistant"; content: string }[] = [];
 
+// The wallet's signed ChatSession (inferchain/marketplace/webui/authorization.py): a paid market starts chats for a
+// wallet only with it. Signed once per wallet and price cap, for as long as the market lets it last (an hour).
+interface Authorization { buyer: string; cap: string; nonce: string; signature: string; expiry: number }
+interface Grant { typed_data: { message: { nonce: string } }; expiry: number }
+let authorization: Authorization | null = null;
+
+async function authorize(buyer: string, cap: string | undefined): Promise<Authorization> {
+  const want = cap ?? "uncapped";
+  const a = authorization;
+  if (a && a.buyer === buyer && a.cap === want && a.expiry > Date.now() / 1000 + 60) return a;
+  const grant = await api<Grant>("/app/api/chats/authorization", {
+    method: "POST",
+    body: JSON.stringify({ buyer, max_price_per_1k: cap }),
+  });
+  const signature = await signTypedData(grant.typed_data);
+  authorization = { buyer, cap: want, nonce: grant.typed_data.message.nonce, signature, expiry: grant.expiry };
+  return authorization;
+}
+
 export async function renderChat(main: HTMLElement): Promise<void> {
   const cfg = await getConfig();
   const models = cfg.models.filter((m) => m.chat);
@@ -110,11 +129,27 @@ export async function renderChat(main: HTMLElement): Promise<void> {
     const turn = new Turn(transcript, text);
     setStatus(sendStatus, "Sending…");
     try {
-      const res = await fetch("/app/api/chats", {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ ...quoteBody(), buyer, messages: conversation, max_tokens: Number(maxTokens.value) }),
-      });
+      const route = quoteBody();
+      const body = { ...route, buyer, messages: conversation, max_tokens: Number(maxTokens.value) };
+      const post = async (): Promise<Response> => {
+        let signed: Authorization | null = null;
+        if (buyer) {
+          setStatus(sendStatus, "Authorise this market to chat for your wallet: sign in your wallet…");
+          signed = await authorize(buyer, route.max_price_per_1k as string | undefined);
+          setStatus(sendStatus, "Sending…");
+        }
+        const auth = signed ? { nonce: signed.nonce, signature: signed.signature } : undefined;
+        return fetch("/app/api/chats", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ ...body, authorization: auth }),
+        });
+      };
+      let res = await post();
+      if (res.status === 401 && buyer) {  // the market restarted or the authorisation expired: sign once more
+        authorization = null;
+        res = await post();
+      }
       if (!res.ok || !res.body) throw new Error(`chat refused: ${(await res.json().catch(() => null))?.detail ?? res.status}`);
       let chatId = "";
       for await (const event of ndjson(res.body)) {
