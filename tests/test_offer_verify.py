@@ -96,7 +96,12 @@ def test_bad_signature_is_dropped(chain: Chain, staked, verifier: OfferVerifier)
     forged = signed_offer(other, chain.deployment.verdict_domain)
     forged["node"] = staked.address
     rejected(verifier.verify_signed(forged, peer_id=PEER), Rejection.BAD_SIGNATURE)
-    assert verifier.rejected[Rejection.BAD_SIGNATURE] == 3
+    # the region is signed too: moving a node to another region after signing breaks the signature
+    placed = signed_offer(staked, chain.deployment.verdict_domain, region="eu-west")
+    assert placed["region"] == "eu-west"
+    assert isinstance(verifier.verify_signed(placed, peer_id=PEER), Verified)
+    rejected(verifier.verify_signed({**placed, "region": "us-east"}, peer_id=PEER), Rejection.BAD_SIGNATURE)
+    assert verifier.rejected[Rejection.BAD_SIGNATURE] == 4
 
 
 def test_wrong_chain_id_or_contract_is_a_bad_signature(chain: Chain, staked, verifier: OfferVerifier) -> None:

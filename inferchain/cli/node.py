@@ -43,7 +43,7 @@ def start(
     cache_mb: int = typer.Option(512, min=1, help="KV cache memory all sessions may reserve, MiB."),
     idle_timeout: float = typer.Option(300.0, min=0.1, help="Seconds before an idle session is dropped."),
     threads: int = typer.Option(0, min=0, help="Torch threads (0: torch's default)."),
-    precision: str = typer.Option("fp32", help="Weights: fp32 (as stored) or int8 (dynamic quantization)."),
+    precision: str = typer.Option("fp32", help="Weights: fp32 (as stored) or int8 (weight-only, per channel)."),
     bootstrap: list[str] = typer.Option([], help="A peer to join the network through (repeat); see docs."),
     announce_every: float = typer.Option(5.0, min=0.2, help="Seconds between announcements on the offer topic."),
     json_output: bool = typer.Option(False, "--json", help="Print machine-readable lines instead of a status line."),
@@ -55,6 +55,7 @@ def start(
     price: str = typer.Option("0.001", help="Price in INFER per 1000 tokens per layer served."),
     receipt_ttl: int = typer.Option(7 * 86400, min=3600, help="Seconds a signed receipt stays settleable."),
     offer_ttl: int = typer.Option(600, min=10, help="Seconds a signed offer is valid (re-signed at half)."),
+    region: str = typer.Option("", help='Paid mode: where the node runs, as its signed offer states it ("eu-west").'),
 ) -> None:
     """Load layers START:END of the model and serve them until interrupted.
 
@@ -71,10 +72,17 @@ def start(
     from inferchain.node.run import NodeAddress, serve, write_ready_file
     from inferchain.node.server import SpanServer
     from inferchain.node.sessions import SessionLimits
+    from inferchain.wallet.offers import InvalidOffer, check_region
 
     if threads:
         torch.set_num_threads(threads)
     start_layer, end_layer = parse_layers(layers)
+    try:
+        check_region(region)
+    except InvalidOffer as e:
+        fail(f"--region: {e}")
+    if region and free:
+        fail("--region goes into the signed offer of a paid node; a --free node signs no offer")
     folder = model or default_model_dir()
     home = data_dir or data_home() / "node"
     home.mkdir(parents=True, exist_ok=True)
@@ -98,7 +106,7 @@ def start(
             )
     except (ModelFolderError, SpanError) as e:
         fail(str(e))
-    billing, offers = (None, None) if paid is None else _billing(paid, span, home, receipt_ttl, offer_ttl)
+    billing, offers = (None, None) if paid is None else _billing(paid, span, home, receipt_ttl, offer_ttl, region)
     server = SpanServer(
         span,
         billing=billing,
@@ -221,7 +229,9 @@ def _paid_mode(
     return _Paid(account, chain, price_wei)
 
 
-def _billing(paid: _Paid, span: Any, home: Path, receipt_ttl: int, offer_ttl: int) -> tuple[Any, Any]:
+def _billing(
+    paid: _Paid, span: Any, home: Path, receipt_ttl: int, offer_ttl: int, region: str
+) -> tuple[Any, Any]:
     from inferchain.node.offers import OFFER_FILE, OfferSigner
     from inferchain.node.receipts import ReceiptSigner, ReceiptStore, SessionBilling
     from inferchain.wallet.offers import model_id_bytes32
@@ -240,6 +250,7 @@ def _billing(paid: _Paid, span: Any, home: Path, receipt_ttl: int, offer_ttl: in
         paid.price_per_1k,
         ttl_s=offer_ttl,
         path=home / OFFER_FILE,
+        region=region,
     )
     return billing, offers
 

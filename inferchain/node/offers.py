@@ -47,8 +47,9 @@ class OfferSigner:
         price_per_1k: int,
         ttl_s: int = DEFAULT_OFFER_TTL_S,
         path: Path | None = None,
+        region: str = "",
     ) -> None:
-        self.account, self.domain = account, domain
+        self.account, self.domain, self.region = account, domain, region
         self.model_id, self.span, self.price_per_1k = model_id_bytes32(model_id), span, price_per_1k
         self.ttl_s, self.path = ttl_s, path
         self.multiaddrs: tuple[str, ...] = ()
@@ -71,6 +72,7 @@ class OfferSigner:
             multiaddrs=self.multiaddrs,
             issued_at=now,
             expiry=now + self.ttl_s,
+            region=self.region,
         )
         self.signed = offer.sign(self.account, self.domain)
         if self.path is not None:

@@ -2,7 +2,8 @@
 
 An offer says: node N serves layers [spanStart, spanEnd) of model M at `pricePer1k` token wei per 1000 tokens
 per layer (the receipt's unit), at about `throughputMilli` / 1000 tokens per second, reachable at `multiaddrs`,
-valid from `issuedAt` until `expiry`. Signed in the NodeStaking contract's domain (offers are about staked
+valid from `issuedAt` until `expiry`, and where its operator says it runs (`region`, free text such as "eu-west" or
+"Frankfurt"; "" when not given). Signed in the NodeStaking contract's domain (offers are about staked
 nodes), so any peer can check the signer is a registered, staked node of this deployment.
 """
 
@@ -30,14 +31,24 @@ OFFER_FIELDS: list[dict[str, str]] = [
     {"name": "multiaddrs", "type": "string[]"},
     {"name": "issuedAt", "type": "uint64"},
     {"name": "expiry", "type": "uint64"},
+    {"name": "region", "type": "string"},
 ]
 OFFER_TYPE_STRING = "Offer(" + ",".join(f"{f['type']} {f['name']}" for f in OFFER_FIELDS) + ")"
 MAX_MULTIADDRS = 16
+MAX_REGION = 64
+_REGION = re.compile(r"^[A-Za-z0-9 ._:/-]*$")
 _MODEL_ID = re.compile(r"^sha256:([0-9a-f]{64})$")
 
 
 class InvalidOffer(ValueError):
     """An offer is malformed, expired, or not signed by the node it names."""
+
+
+def check_region(region: str) -> str:
+    """`region` if it may go into an offer, else InvalidOffer saying why."""
+    if not isinstance(region, str) or len(region) > MAX_REGION or not _REGION.match(region):
+        raise InvalidOffer(f"region must be at most {MAX_REGION} letters, digits, spaces or ._:/- characters")
+    return region
 
 
 def model_id_bytes32(model_id: str) -> bytes:
@@ -63,6 +74,7 @@ class Offer:
     multiaddrs: tuple[str, ...]
     issued_at: int
     expiry: int
+    region: str = ""
 
     def __post_init__(self) -> None:
         try:
@@ -82,6 +94,7 @@ class Offer:
             isinstance(a, str) and a.startswith("/") and len(a) < 300 for a in self.multiaddrs
         ):
             raise InvalidOffer(f"an offer needs 1..{MAX_MULTIADDRS} multiaddrs")
+        check_region(self.region)
 
     def message(self) -> dict[str, Any]:
         return {
@@ -94,6 +107,7 @@ class Offer:
             "multiaddrs": list(self.multiaddrs),
             "issuedAt": self.issued_at,
             "expiry": self.expiry,
+            "region": self.region,
         }
 
     def typed_data(self, domain: Domain) -> dict[str, Any]:
@@ -148,6 +162,7 @@ class SignedOffer:
             "multiaddrs": list(o.multiaddrs),
             "issued_at": o.issued_at,
             "expiry": o.expiry,
+            "region": o.region,
             "signature": "0x" + self.signature.hex(),
         }
 
@@ -164,6 +179,7 @@ class SignedOffer:
                 multiaddrs=tuple(data["multiaddrs"]),
                 issued_at=int(data["issued_at"]),
                 expiry=int(data["expiry"]),
+                region=str(data.get("region", "")),
             )
             return cls(offer, bytes.fromhex(str(data["signature"]).removeprefix("0x")))
         except (KeyError, IndexError, TypeError, ValueError) as exc:
