@@ -54,7 +54,7 @@ def test_demo_pays_every_node_on_chain_and_cleans_up(smollm2, tmp_path):
         assert gateway["receipts"] and all(rc["state"] == "settled" and rc["settled_tx"] for rc in gateway["receipts"])
         resold = 100 * ONE_TOKEN - chain.escrow_balance(chain.w3.eth.accounts[6])
         assert resold == sum(int(rc["amount"]) for rc in gateway["receipts"]) > 0
-        earned = [chain.earnings(row["address"]) for row in summary["nodes"]]
+        earned = [int(row["earned_wei"]) for row in summary["nodes"]]
         served = {hop["operator"] for hop in summary["route"]} | {
             row["operator"] for row in summary["nodes"] if row["gateway_receipts"]
         }
@@ -62,7 +62,16 @@ def test_demo_pays_every_node_on_chain_and_cleans_up(smollm2, tmp_path):
             assert (amount > 0) == (row["operator"] in served)
         # nodes get what both payers paid less the 5% protocol fee (rounded down per receipt: at most 1 wei each)
         total, receipts = paid + resold, len(summary["route"]) + len(gateway["receipts"])
+        fees = total - sum(earned)
         assert 0 <= sum(earned) - (total - total * 500 // 10_000) <= receipts
+        # every operator that served claimed its earnings and its share of the epoch's reward (the fees) into its
+        # wallet: the escrow owes it nothing more, and its tokens are its funding less its stake plus the claim
+        rewards = [int(row["reward_wei"]) for row in summary["nodes"]]
+        assert 0 < sum(rewards) <= fees
+        for row, amount, reward in zip(summary["nodes"], earned, rewards, strict=True):
+            assert chain.earnings(row["address"]) == 0
+            assert int(row["claimed_wei"]) == amount + reward
+            assert chain.token_balance(row["address"]) == (10_000 - 150) * ONE_TOKEN + amount + reward
         page = httpx.get(summary["web_ui"], timeout=30, follow_redirects=True)  # the market and its web UI stay up
         assert page.status_code == 200 and "<html" in page.text.lower()
         pids = json.loads((demo / "pids.json").read_text())

@@ -3,7 +3,8 @@
 A devnet chain with the contracts, four operators (wallets, registration, stake, each node process with its own
 data folder, overlapping spans), the market (offer book, paid gateway with its settlement worker, web UI), a
 buyer with an escrow deposit and a paid chat over the planner's route, a reseller whose customer chats through
-the OpenAI-compatible API with an API key, every receipt settled on-chain, and a summary. Everything it starts is
+the OpenAI-compatible API with an API key, every receipt settled on-chain, the epoch's end (the devnet's clock
+moves on) and every operator's claim of its earnings and epoch rewards, and a summary. Everything it starts is
 recorded by PID in the demo folder and stopped at the end (or by `inferchain demo down`); a second run starts
 from a clean folder.
 """
@@ -138,6 +139,7 @@ def run_demo(
         store = Keystore(chain_dir / "wallets")
         gas: dict[str, int] = {}
         operators = []
+        accounts: dict[str, Operator] = {}  # operator name -> its unlocked wallet on the chain
         for i, (span, price) in enumerate(zip(SPANS, PRICES, strict=True), start=1):
             name = f"operator{i}"
             store.import_private_key(name, keys[i]["private_key"], PASSPHRASE)
@@ -147,6 +149,7 @@ def run_demo(
                 outcome = plan.run()
                 gas[plan.action] = gas.get(plan.action, 0) + sum(t["gas"] for t in outcome.txs)
             operators.append((name, op.address, span, price))
+            accounts[name] = op
             say(f"{name} {op.address} registered and staked 150 INFER; serves layers {span[0]}:{span[1]} at {price}")
         for name, _addr, span, price in operators:
             node = start_node(span, home / name, folder, ["--wallet", name, "--price", price], env=env)
@@ -236,15 +239,26 @@ def run_demo(
             settled_gas += sum(int(t.get("gas", 0)) for t in report.get("txs", []))
         gas["settle"] = settled_gas
         settle_s = time.monotonic() - settle_started
+        earned = {name: chain.earnings(addr) for name, addr, *_ in operators}
+        claims = claim_everything(chain, accounts, gas)
+        say(
+            "the epoch ended (the devnet's clock moved on); the operators claimed their earnings and epoch rewards: "
+            + ", ".join(f"{name} {fmt_token(int(c['received']))} INFER" for name, c in claims.items())
+        )
         rows = []
         for name, addr, span, price in operators:
+            claim = claims.get(name, {})
             rows.append(
                 {
                     "operator": name,
                     "address": addr,
                     "span": list(span),
                     "price_per_1k_per_layer": price,
-                    "earned_infer": fmt_token(chain.earnings(addr)),
+                    "earned_infer": fmt_token(earned[name]),
+                    "earned_wei": str(earned[name]),
+                    "reward_wei": claim.get("rewards", "0"),
+                    "claimed_wei": claim.get("received", "0"),
+                    "claimed_infer": fmt_token(int(claim.get("received", "0"))),
                     "receipts": sum(1 for r in receipts if r.receipt.node == addr),
                     "gateway_layers": [rc["span"] for rc in gateway_chat["receipts"] if rc["node"] == addr],
                     "gateway_receipts": sum(1 for rc in gateway_chat["receipts"] if rc["node"] == addr),
@@ -286,6 +300,27 @@ def run_demo(
             stop_recorded(home)
 
 
+def claim_everything(chain: Any, accounts: dict[str, Any], gas: dict[str, int]) -> dict[str, dict[str, str]]:
+    """End the current reward epoch on the devnet (its clock moves on by one epoch) and let every operator with
+    something to claim take its settled escrow earnings and its share of the epoch's rewards. Returns, per operator,
+    the claim's details (earnings, rewards, received: token wei as decimal text); adds the gas to `gas["claim"]`."""
+    from inferchain.wallet import devnet
+    from inferchain.wallet.operator import OperatorError
+
+    devnet.rpc_request(chain.deployment.rpc_url, "evm_increaseTime", [chain.deployment.params.epoch_length_s])
+    devnet.rpc_request(chain.deployment.rpc_url, "evm_mine")
+    claims = {}
+    for name, op in accounts.items():
+        try:
+            plan = op.plan_claim()
+        except OperatorError:  # served nothing: nothing to claim
+            continue
+        outcome = plan.run()
+        gas["claim"] = gas.get("claim", 0) + sum(t["gas"] for t in outcome.txs)
+        claims[name] = {k: str(v) for k, v in outcome.details.items()}
+    return claims
+
+
 def Account_from(key: str) -> Any:  # noqa: N802 - reads as the eth-account constructor it wraps
     from eth_account import Account
 
@@ -303,7 +338,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="two paid chats: who served what, and what they earned")
-    for col in ("operator", "price/1k/layer", "buyer's chat", "customer's chat (gateway)", "receipts", "earned INFER"):
+    columns = ("operator", "price/1k/layer", "buyer's chat", "customer's chat (gateway)", "receipts", "earned INFER")
+    for col in (*columns, "claimed INFER"):
         table.add_column(col)
     served = {r["operator"]: f"{r['layers'][0]}:{r['layers'][1]}" for r in summary["route"]}
     for r in summary["nodes"]:
@@ -314,6 +350,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
             ", ".join(f"{a}:{b}" for a, b in r["gateway_layers"]) or "-",
             str(r["receipts"] + r["gateway_receipts"]),
             r["earned_infer"],
+            r["claimed_infer"],
         )
     console.print(table)
     console.print(f"buyer paid {summary['paid_infer']} INFER; escrow left {summary['buyer_escrow_left_infer']} INFER")
