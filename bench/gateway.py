@@ -11,6 +11,9 @@ tokens of all streams over the wall time of the run.
 `--stub-ms-per-token`, sleeps, no CPU), so the difference between the two paths is the gateway's own cost (HTTP,
 auth, tokenizing, metering, SSE, the openai client), nearly free of the machine's load and of the swarm's noise.
 
+Threads: this process uses one torch thread, as `inferchain market start` does by default, and each node process its
+share of the cores (the local launcher's default); `--threads` and `--node-threads` override both.
+
 Prints a table and appends a JSON line to bench/results/gateway.jsonl.
     python bench/gateway.py [--backend swarm|stub] [--tokens 32] [--concurrency 1 8] [--reps 3]
 """
@@ -48,7 +51,7 @@ from inferchain.marketplace.gateway.runner import Generation, Runners, static_pe
 from inferchain.marketplace.gateway.state import Gateway
 from inferchain.marketplace.service import MarketState, create_app
 from inferchain.models.prepare import default_model_dir, prepare_default_model
-from inferchain.node.launch import local_swarm
+from inferchain.node.launch import local_swarm, threads_per_node
 
 MESSAGES = [{"role": "user", "content": "Explain in a few sentences why the sky is blue."}]
 
@@ -134,14 +137,22 @@ def main() -> None:
     ap.add_argument("--backend", choices=["swarm", "stub"], default="swarm")
     ap.add_argument("--stub-prefill-ms", type=float, default=100.0)
     ap.add_argument("--stub-ms-per-token", type=float, default=25.0)
+    ap.add_argument("--node-threads", type=int, default=0,
+                    help="torch threads per node process (0: the local launcher's share of the cores)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads of this process (as `market start --threads`; 0: torch's default)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "gateway.jsonl"))
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]  # the machine's load when the run started (other work skews everything)
     folder = default_model_dir()
     prepare_default_model(folder)
     rows = []
     spans = [(0, 10), (10, 20), (20, 30)] if args.backend == "swarm" else []
-    with tempfile.TemporaryDirectory() as tmp, local_swarm(spans, Path(tmp), folder) as nodes:
+    with tempfile.TemporaryDirectory() as tmp, local_swarm(
+        spans, Path(tmp), folder, ["--threads", str(args.node_threads)] if args.node_threads else []
+    ) as nodes:
         addrs = [n.addr for n in nodes]
         engine = make_engine(f"sqlite:///{Path(tmp) / 'gw.sqlite'}")
         # generous step limits on both paths: a loaded 2-core machine must not turn slowness into fail-over
@@ -167,7 +178,8 @@ def main() -> None:
             port = s.getsockname()[1]
         server = uvicorn.Server(uvicorn.Config(create_app(MarketState(OfferBook(init_db(engine), {})), gw),
                                                host="127.0.0.1", port=port, log_level="warning"))  # fmt: skip
-        threading.Thread(target=server.run, daemon=True).start()
+        serving = threading.Thread(target=server.run, daemon=True)
+        serving.start()
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -196,6 +208,7 @@ def main() -> None:
                          "ttft_overhead_ms": g["ttft_ms"] - d["ttft_ms"],
                          "tokens_per_s_ratio": g["tokens_per_s"] / d["tokens_per_s"]})  # fmt: skip
         server.should_exit = True
+        serving.join(timeout=60)  # in-flight answers finish (and close their sessions) before the host goes
         runners.close()
         engine.dispose()
     print(f"{'streams':>7} | {'direct TTFT ms':>14} | {'gateway TTFT ms':>15} | {'TTFT +ms':>8} | "
@@ -207,7 +220,9 @@ def main() -> None:
     result = {
         "bench": "gateway", "at": datetime.now(UTC).isoformat(timespec="seconds"), "backend": args.backend,
         "tokens": args.tokens,
-        "reps": args.reps, "load_avg_1m_at_start": load_before,
+        "reps": args.reps, "threads": torch.get_num_threads(),
+        "node_threads": args.node_threads or threads_per_node(len(spans)),
+        "load_avg_1m_at_start": load_before,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "rows": rows,
     }  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

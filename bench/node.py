@@ -112,9 +112,13 @@ def main() -> None:
     prepare_default_model(folder)
     model_id = ModelHead(folder).info.model_id
     rows = []
+    # One client peer drives every session, and a peer may hold 3/4 of a node's slots (session flooding guard):
+    # give the node enough slots that the largest run fits in that share.
+    slots = str((4 * max(args.sessions) + 2) // 3)
     with tempfile.TemporaryDirectory() as tmp, HostThread(load_or_create_identity(None)) as host:
         for precision in ("fp32", "int8"):
-            with local_swarm([(0, 10)], Path(tmp) / precision, folder, ["--precision", precision]) as nodes:
+            node_args = ["--precision", precision, "--max-sessions", slots]
+            with local_swarm([(0, 10)], Path(tmp) / precision, folder, node_args) as nodes:
                 concurrent_decode(host, nodes[0].addr, model_id, 1, 4, "f16")  # warm-up
                 for wire in ("f16", "i8"):
                     for n in args.sessions:

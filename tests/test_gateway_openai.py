@@ -138,6 +138,31 @@ def test_errors_map_to_the_openai_exceptions(gateway) -> None:
         client.chat.completions.create(model=model, messages=MESSAGES, n=2)
 
 
+def test_reseller_default_caps_apply_to_requests_that_name_none(gateway) -> None:
+    """A reseller's default latency cap too tight for any route turns its customers' requests without caps into
+    503 no_route; a request's own cap still wins; clearing the default serves the request again."""
+    url, admin, model = gateway["url"], gateway["admin"], "SmolLM2-135M-Instruct"
+    client = _client(gateway)
+    with httpx.Client(base_url=url, timeout=30) as http:
+        assert http.get("/admin/settings", headers=admin).json() == {"max_price_per_1k": None, "max_latency_ms": None}
+        assert http.put("/admin/settings", json={"max_price_per_1k": -1}, headers=admin).status_code == 422
+        tight = {"max_price_per_1k": None, "max_latency_ms": 0.001}
+        assert http.put("/admin/settings", json=tight, headers=admin).json() == tight
+        assert http.get("/admin/settings", headers=admin).json() == tight
+        try:
+            with pytest.raises(openai.InternalServerError) as refused:
+                client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=2)
+            assert refused.value.code == "no_route" and "latency" in str(refused.value.body).lower()
+            own = client.chat.completions.create(
+                model=model, messages=MESSAGES, max_tokens=2, extra_body={"max_latency_ms": 1e6}
+            )
+            assert own.usage is not None and own.usage.completion_tokens == 2
+        finally:
+            http.put("/admin/settings", json={}, headers=admin)
+    served = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=2)
+    assert served.usage is not None and served.usage.completion_tokens == 2
+
+
 def test_quota_burst_revoke_and_rotate(gateway) -> None:
     """A key allowed 2 requests' worth of tokens per day, hit by 6 concurrent streams: 2 are served and 4 get
     RateLimitError, before any node works. Revocation and rotation act on the very next request."""

@@ -49,6 +49,14 @@ def test_reseller_cli_manages_keys(admin_api, tmp_path: Path, monkeypatch: pytes
     assert code == 0 and revoked["revoked_at"] is not None
     code, used = cli("reseller", "usage", *m)
     assert code == 0 and used["requests"] == 0 and used["rows"] == []
+    # default route caps for this reseller's customers' requests that name none
+    code, caps = cli("reseller", "defaults", "--max-price-per-1k", "0.5", "--max-latency-ms", "250", *m)
+    assert code == 0 and caps == {"ok": True, "max_price_per_1k": 5 * 10**17, "max_latency_ms": 250.0}
+    assert gateway.keys.defaults(account.address).max_price_per_1k == 5 * 10**17
+    code, shown = cli("reseller", "defaults", "--show", *m)
+    assert code == 0 and shown == caps
+    code, cleared = cli("reseller", "defaults", *m)
+    assert code == 0 and cleared == {"ok": True, "max_price_per_1k": None, "max_latency_ms": None}
 
     code, err = cli("reseller", "revoke", "000000000000", *m)
     assert code == 1 and "404" in err["error"]

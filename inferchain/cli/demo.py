@@ -152,7 +152,8 @@ def run_demo(
             accounts[name] = op
             say(f"{name} {op.address} registered and staked 150 INFER; serves layers {span[0]}:{span[1]} at {price}")
         for name, _addr, span, price in operators:
-            node = start_node(span, home / name, folder, ["--wallet", name, "--price", price], env=env)
+            args = ["--wallet", name, "--price", price]
+            node = start_node(span, home / name, folder, args, env=env, sharing=len(SPANS))
             nodes.append(node)
             pids.append(node.process.pid)
             _record_pids(home, pids)

@@ -66,9 +66,14 @@ def start(
         "`inferchain market settle`).",
     ),
     settle_batch: int = typer.Option(50, min=1, max=200, help="Receipts per settleBatch transaction."),
+    threads: int = typer.Option(
+        1, min=0, help="Torch threads for the gateway's embeddings and LM head (0: torch's default). Requests already "
+        "run in parallel, one thread each; more threads per request oversubscribe the cores under load.",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print machine-readable lines."),
 ) -> None:
     """Subscribe to the offer topics of the given models, verify and persist offers, and serve the HTTP API."""
+    import torch
     import uvicorn
 
     from inferchain.marketplace.book import OfferBook
@@ -81,6 +86,8 @@ def start(
     from inferchain.p2p.host import PeerAddressError, load_or_create_identity
     from inferchain.wallet.deployment import DeploymentError, default_deployment_path
 
+    if threads:
+        torch.set_num_threads(threads)
     home = _home() / "market"
     models: dict[str, int] = {}
     names: dict[str, str] = {}

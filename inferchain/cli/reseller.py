@@ -168,6 +168,42 @@ def limits(
 
 
 @app.command()
+def defaults(
+    max_price_per_1k: str | None = typer.Option(
+        None, "--max-price-per-1k", help="INFER per 1k tokens for the whole route (left out: no price cap)."
+    ),
+    max_latency_ms: float | None = typer.Option(
+        None, "--max-latency-ms", min=0.001, help="Estimated ms per token (left out: no latency cap)."
+    ),
+    show_only: bool = typer.Option(False, "--show", help="Only show the current defaults."),
+    market: MarketOption = DEFAULT_MARKET,
+    wallet: WalletOption = None,
+    passphrase_file: PassphraseFileOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Set the route caps your customers' requests get when they name none (a request's own caps still win)."""
+    from inferchain.cli.wallet import guarded
+    from inferchain.wallet.operator import fmt_token, parse_amount
+
+    if show_only:
+        data = _call(market, wallet, passphrase_file, as_json, "GET", "/admin/settings")
+    else:
+        price = None if max_price_per_1k is None else guarded(lambda: parse_amount(max_price_per_1k), as_json)
+        body = {"max_price_per_1k": price, "max_latency_ms": max_latency_ms}
+        data = _call(market, wallet, passphrase_file, as_json, "PUT", "/admin/settings", body)
+
+    def show(d: dict) -> None:
+        price = d["max_price_per_1k"]
+        latency = d["max_latency_ms"]
+        console.print(
+            f"default caps: price {'none' if price is None else fmt_token(int(price)) + ' INFER per 1k tokens'}, "
+            f"latency {'none' if latency is None else f'{latency:g} ms per token'}"
+        )
+
+    _out(data, as_json, show)
+
+
+@app.command()
 def usage(
     key_id: str | None = typer.Option(None, "--key", help="Only this key."),
     since_hours: float = typer.Option(24 * 30, "--since-hours", min=0, help="How far back."),

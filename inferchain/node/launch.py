@@ -1,4 +1,11 @@
-"""Start span nodes as separate OS processes on 127.0.0.1 and wait until they listen (tests, benchmarks, demo)."""
+"""Start span nodes as separate OS processes on 127.0.0.1 and wait until they listen (tests, benchmarks, demo).
+
+Nodes started here share one machine, so each gets its share of the cores as torch threads (`threads_per_node`)
+unless the caller says otherwise: with every node using all cores, nodes computing at the same time (concurrent
+sessions pipeline through the chain) oversubscribe the cores, and OpenMP's spinning barriers then wait on threads
+that are not running. Measured on 2 cores, 8 concurrent streams through a 3-node chain: 5 tokens/s with torch's
+default threads, 33 tokens/s with one thread per node (bench/gateway.py --node-threads).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +23,11 @@ from pathlib import Path
 
 class NodeStartError(RuntimeError):
     """A node process exited or did not become ready in time; the message carries its log tail."""
+
+
+def threads_per_node(nodes: int) -> int:
+    """Torch threads for each of `nodes` node processes sharing this machine's cores (at least one)."""
+    return max(1, (os.cpu_count() or 1) // max(1, nodes))
 
 
 @dataclass
@@ -70,7 +82,10 @@ def start_node(
     model: Path | None = None,
     extra_args: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    sharing: int = 1,
 ) -> LocalNode:
+    """Start one node process. `sharing`: how many node processes share this machine's cores (sets `--threads`
+    unless `extra_args` does)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ready = data_dir / "ready.json"
     ready.unlink(missing_ok=True)
@@ -95,6 +110,8 @@ def start_node(
         cmd += ["--model", str(model)]
     if "--wallet" not in extra_args:
         cmd.append("--free")  # a private test swarm: paid mode needs a registered, staked wallet
+    if "--threads" not in extra_args:
+        cmd += ["--threads", str(threads_per_node(sharing))]
     cmd += list(extra_args)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
@@ -114,7 +131,7 @@ def local_swarm(
     nodes: list[LocalNode] = []
     try:
         for i, span in enumerate(spans):
-            nodes.append(start_node(span, workdir / f"node{i}", model, extra_args, env))
+            nodes.append(start_node(span, workdir / f"node{i}", model, extra_args, env, sharing=len(spans)))
         for node in nodes:
             node.wait_ready(timeout_s)
         yield nodes

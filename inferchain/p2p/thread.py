@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack, ExitStack
+from contextlib import AsyncExitStack, ExitStack, suppress
 from typing import Any, TypeVar
 
 import trio
@@ -51,6 +51,10 @@ class HostThread:
             self.portal.call(self._set_stop)
             self._stop = None
             self._task.result(timeout=10)
+        # Calls still in flight cannot finish without the host: cancel them rather than wait forever (a RuntimeError
+        # means the portal has stopped already).
+        with suppress(RuntimeError):
+            self.portal.call(self.portal.stop, True)
         self._stack.close()
 
     async def _set_stop(self) -> None:

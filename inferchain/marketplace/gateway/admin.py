@@ -18,7 +18,7 @@ from sqlalchemy import delete
 
 from inferchain.marketplace.gateway import siwe
 from inferchain.marketplace.gateway.db import AdminNonceRow, AdminTokenRow, ReceiptRow, ResellerRow
-from inferchain.marketplace.gateway.keys import KeyInfo, Limits
+from inferchain.marketplace.gateway.keys import KeyInfo, Limits, RouteDefaults
 from inferchain.marketplace.gateway.openai_api import GatewayDep
 
 router = APIRouter(prefix="/admin", tags=["reseller admin"])
@@ -48,6 +48,15 @@ class LimitsIn(BaseModel):
     tokens_per_day: int | None = Field(None, ge=0)
     spend_per_month: int | None = Field(None, ge=0, description="token wei")
     requests_per_minute: int | None = Field(None, ge=0)
+
+
+class DefaultsIO(BaseModel):
+    """Caps for the reseller's customers' requests that name none (null: no cap of that kind)."""
+
+    max_price_per_1k: int | None = Field(
+        None, ge=0, le=2**63 - 1, description="token wei per 1k tokens, whole route (at most ~9.2 INFER)"
+    )
+    max_latency_ms: float | None = Field(None, gt=0, description="estimated ms per token")
 
 
 class KeyIn(LimitsIn):
@@ -169,6 +178,21 @@ def rotate_key(key_id: str, gw: GatewayDep, who: ResellerDep) -> dict[str, Any]:
 def set_limits(key_id: str, body: LimitsIn, gw: GatewayDep, who: ResellerDep) -> dict[str, Any]:
     limits = Limits(body.tokens_per_day, body.spend_per_month, body.requests_per_minute)
     return _key_out(_found(gw.keys.set_limits(who, key_id, limits), key_id))
+
+
+@router.get("/settings", response_model=DefaultsIO)
+def get_settings(gw: GatewayDep, who: ResellerDep) -> DefaultsIO:
+    """The reseller's default route caps."""
+    d = gw.keys.defaults(who)
+    return DefaultsIO(max_price_per_1k=d.max_price_per_1k, max_latency_ms=d.max_latency_ms)
+
+
+@router.put("/settings", response_model=DefaultsIO)
+def put_settings(body: DefaultsIO, gw: GatewayDep, who: ResellerDep) -> DefaultsIO:
+    """Set the default route caps for the reseller's customers' requests that name none; a request's own
+    `max_price_per_1k` / `max_latency_ms` still win. They apply from the next request on."""
+    gw.keys.set_defaults(who, RouteDefaults(body.max_price_per_1k, body.max_latency_ms))
+    return body
 
 
 @router.get("/usage", response_model=UsageOut)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from inferchain.marketplace.gateway.db import ApiKeyRow
+from inferchain.marketplace.gateway.db import ApiKeyRow, ResellerRow
 
 _KEY = re.compile(r"^ick_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _DUMMY = hashlib.sha256(b"no such key").hexdigest()
@@ -34,6 +34,14 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class RouteDefaults:
+    """A reseller's caps for its customers' requests that name none (None: no cap of that kind)."""
+
+    max_price_per_1k: int | None = None  # token wei per 1k tokens, whole route
+    max_latency_ms: float | None = None  # estimated ms per token
+
+
+@dataclass(frozen=True)
 class KeyInfo:
     id: str
     reseller: str
@@ -41,11 +49,13 @@ class KeyInfo:
     created_at: float
     revoked_at: float | None
     limits: Limits
+    defaults: RouteDefaults = RouteDefaults()
 
 
-def _info(row: ApiKeyRow) -> KeyInfo:
+def _info(row: ApiKeyRow, reseller: ResellerRow | None = None) -> KeyInfo:
     limits = Limits(row.tokens_per_day, row.spend_per_month, row.requests_per_minute)
-    return KeyInfo(row.id, row.reseller, row.name, row.created_at, row.revoked_at, limits)
+    defaults = RouteDefaults(reseller.max_price_per_1k, reseller.max_latency_ms) if reseller else RouteDefaults()
+    return KeyInfo(row.id, row.reseller, row.name, row.created_at, row.revoked_at, limits, defaults)
 
 
 class KeyStore:
@@ -76,7 +86,7 @@ class KeyStore:
             ok = hmac.compare_digest(_digest(secret), stored) and row is not None
             if not ok or row is None or row.revoked_at is not None:
                 return None
-            return _info(row)
+            return _info(row, s.get(ResellerRow, row.reseller))  # its reseller's defaults, read on every request
 
     def list(self, reseller: str) -> list[KeyInfo]:
         with self.sessions() as s:
@@ -106,6 +116,21 @@ class KeyStore:
             secret = secrets.token_urlsafe(32)
             row.secret_sha256, row.rotated_at = _digest(secret), time.time()
             return _info(row), f"ick_{key_id}_{secret}"
+
+    def defaults(self, reseller: str) -> RouteDefaults:
+        with self.sessions() as s:
+            row = s.get(ResellerRow, reseller)
+            return RouteDefaults(row.max_price_per_1k, row.max_latency_ms) if row is not None else RouteDefaults()
+
+    def set_defaults(self, reseller: str, defaults: RouteDefaults) -> RouteDefaults:
+        """The reseller's default caps; they apply to its keys' next requests."""
+        with self.sessions.begin() as s:
+            row = s.get(ResellerRow, reseller)
+            if row is None:
+                row = ResellerRow(address=reseller, created_at=time.time())
+                s.add(row)
+            row.max_price_per_1k, row.max_latency_ms = defaults.max_price_per_1k, defaults.max_latency_ms
+        return defaults
 
     def set_limits(self, reseller: str, key_id: str, limits: Limits) -> KeyInfo | None:
         with self.sessions.begin() as s:

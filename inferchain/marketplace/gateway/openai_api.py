@@ -117,14 +117,14 @@ async def completions(request: Request, gw: GatewayDep, key: KeyDep) -> Any:
     return await _serve(gw, key, runner, body, prompt, body.max_tokens, chat=False)
 
 
-def _quote(gw: Gateway, runner: ModelRunner, body: ChatRequest | CompletionRequest, cap: int | None) -> int | None:
-    """The route price (wei per 1k tokens) the market's book quotes under the price cap and the request's latency
-    cap; None without a book."""
+def _quote(gw: Gateway, runner: ModelRunner, cap: int | None, max_latency_ms: float | None) -> int | None:
+    """The route price (wei per 1k tokens) the market's book quotes under the price and latency caps; None without
+    a book."""
     if gw.book is None:
         return None
     try:
         with gw.book.lock:
-            route = gw.book.planner.plan(runner.model_id, cap, body.max_latency_ms, "latency")
+            route = gw.book.planner.plan(runner.model_id, cap, max_latency_ms, "latency")
     except NoRouteError as e:
         raise no_route(e.reason) from None
     return int(route.price_per_1k)
@@ -153,12 +153,16 @@ async def _serve(
         )  # fmt: skip
     params = SamplingParams(max_tokens=max_tokens, temperature=body.temperature, top_p=body.top_p,
                             seed=body.seed, stop=body.stops())  # fmt: skip
-    cap = body.max_price_per_1k if body.max_price_per_1k is not None else gw.max_price_per_1k
-    quote = _quote(gw, runner, body, cap)
+    # Caps: the request's own, else its reseller's defaults, else (price) the gateway's.
+    defaults = key.defaults
+    caps = (body.max_price_per_1k, defaults.max_price_per_1k, gw.max_price_per_1k)
+    cap = next((c for c in caps if c is not None), None)
+    latency = body.max_latency_ms if body.max_latency_ms is not None else defaults.max_latency_ms
+    quote = _quote(gw, runner, cap, latency)
     # Free: meter at the quoted route price. Paid: the request may cost up to the cap (fail-over may move a span
     # to a dearer node), else up to the quote, which then caps the route; it is metered by its receipts.
     price = (cap if cap is not None else quote or 0) if gw.paid is not None else (quote or 0)
-    limits = RouteLimits(price if gw.paid is not None else cap, body.max_latency_ms)
+    limits = RouteLimits(price if gw.paid is not None else cap, latency)
     buyer = None
     if gw.paid is not None:
         if not await _chain_call(gw.paid.authorized, key.reseller):
