@@ -15,7 +15,14 @@ from eth_utils import keccak
 
 from inferchain.models.batched import decode_batch
 from inferchain.models.span import ModelHead, SpanModel
-from inferchain.trust.commitment import BYTES_PER_TOKEN, HEADER_SIZE, CommitmentBuilder, Sketch, compare
+from inferchain.trust.commitment import (
+    BYTES_PER_TOKEN,
+    HEADER_SIZE,
+    CommitmentBuilder,
+    CommitmentError,
+    Sketch,
+    compare,
+)
 from inferchain.trust.validator import SessionEvidence, Validator, check_session
 from inferchain.wallet.receipts import Receipt
 from inferchain.wallet.typed_data import Domain
@@ -42,12 +49,12 @@ def session_inputs(parts, seed: int, prompt: int = 12, decode: int = 8) -> list[
     return steps
 
 
-def serve(span, steps, wire="f16", threads=1, noise=0.0, layers=None, batched=False):
+def serve(span, steps, wire="f16", threads=1, noise=0.0, layers=None, batched=False, claim=None):
     """What a node does: run each forward, build the sketch from its fp32 outputs. Returns (sketch, wire inputs)."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        builder, cache, sent = CommitmentBuilder(H), span.new_cache(), []
+        builder, cache, sent = CommitmentBuilder(H, claim or span.precision), span.new_cache(), []
         start, end = layers or (span.start, span.end)
         rng = np.random.default_rng(7)
         for pos, x in steps:
@@ -84,6 +91,37 @@ def evidence_for(sketch: Sketch, sent, node=None, span=(10, 20)) -> SessionEvide
         expiry=2**40,
     )
     return SessionEvidence(receipt, receipt.sign(node, RECEIPT_DOMAIN), data, sent)
+
+
+def test_int8_nodes_are_validated_at_int8(parts, smollm2, tmp_path):
+    """The sketch commits to the node's precision: an honest int8 node passes an int8 re-run (and a validator holding
+    only fp32 layers calls it unverifiable, never guilty); int8 outputs sold as fp32 fail the fp32 re-run."""
+    fp32, int8 = parts[2], SpanModel(smollm2, 10, 20, precision="int8")
+    steps = session_inputs(parts, 3)
+    sketch, sent = serve(int8, steps)
+    assert Sketch.from_bytes(sketch.to_bytes()).precision == "int8"
+    evidence = evidence_for(sketch, sent)
+    honest = check_session(int8, evidence, RECEIPT_DOMAIN)
+    assert honest.outcome == "honest", honest
+    assert check_session(fp32, evidence, RECEIPT_DOMAIN).outcome == "unverifiable"
+    mislabelled, sent = serve(int8, steps, claim="fp32")  # int8 arithmetic, an fp32 claim (and fp32 prices)
+    assert check_session(fp32, evidence_for(mislabelled, sent), RECEIPT_DOMAIN).outcome == "guilty"
+    with pytest.raises(CommitmentError, match="precision"):
+        CommitmentBuilder(H, "int4")
+
+    # a validator started with fp32 layers loads them at int8 too when a node's sketch says int8
+    import json
+
+    from inferchain.trust.evidence import EvidenceStore
+    from inferchain.trust.worker import ValidatorWorker
+
+    folder = tmp_path / "evidence"
+    folder.mkdir()
+    (folder / "int8.json").write_text(json.dumps(evidence.to_json()))
+    validator = Validator(Account.create(), VERDICT_DOMAIN, RECEIPT_DOMAIN, sample_rate=1.0)
+    worker = ValidatorWorker(validator, fp32, EvidenceStore(tmp_path / "store"), folder, tmp_path / "verdicts")
+    report = worker.scan()
+    assert report.sampled == 1 and report.outcomes["honest"] == 1, report
 
 
 def test_sketch_size_and_round_trip(parts):

@@ -241,7 +241,7 @@ def _billing(
     signer = ReceiptSigner(
         store, paid.account, dep.receipt_domain, paid.price_per_1k, receipt_ttl, paid.chain.authorized_signers()
     )
-    billing = SessionBilling(signer, model_id_bytes32(span.info.model_id))
+    billing = SessionBilling(signer, model_id_bytes32(span.info.model_id), span.precision)
     offers = OfferSigner(
         paid.account,
         dep.verdict_domain,  # offers are signed in the staking contract's domain

@@ -385,6 +385,7 @@ class PaidSession:
     span: tuple[int, int]
     first_tokens: int | None = None  # the prompt (first forward) is `tokens_in`, the rest `tokens_out`
     activations: CommitmentBuilder | None = None
+    precision: str = "fp32"  # the weights the node computes with; the sketch commits to it
 
     def observe(self, tokens_total: int, reply: bytes = b"") -> None:
         """Called after each forward: counts tokens (the first forward is the prompt). `reply` is not used."""
@@ -394,7 +395,7 @@ class PaidSession:
     def record_activations(self, position: int, wire_input: dict[str, Any], output: Any) -> None:
         """Adds one forward's input (as received) and fp32 output to the session's activation sketch."""
         if self.activations is None:
-            self.activations = CommitmentBuilder(int(output.shape[-1]))
+            self.activations = CommitmentBuilder(int(output.shape[-1]), self.precision)
         self.activations.observe(position, wire_input, output)
 
     def sketch(self) -> bytes:
@@ -407,11 +408,14 @@ class PaidSession:
 class SessionBilling:
     """The paid-node rules at `open` and `close`, on top of a ReceiptSigner (raises WireError for the peer)."""
 
-    def __init__(self, signer: ReceiptSigner, model_id: bytes) -> None:
+    def __init__(self, signer: ReceiptSigner, model_id: bytes, precision: str = "fp32") -> None:
+        """`precision`: the weights the node computes with ("fp32", "int8"), committed in every session's sketch so
+        that validators re-run at the same precision."""
         from inferchain.trust.adversary import Adversary
 
         self.signer = signer
         self.model_id = model_id
+        self.precision = precision
         self._active: set[bytes] = set()
         adversary = Adversary.from_env()
         self._equivocate = adversary is not None and adversary.equivocate  # test-only cheating
@@ -450,7 +454,7 @@ class SessionBilling:
                 f"a receipt for session {session_id[:10]}… layers {start}:{end} exists; use a new session id",
             )
         self._active.add(key)
-        return PaidSession(key, sid, buyer, (start, end))
+        return PaidSession(key, sid, buyer, (start, end), precision=self.precision)
 
     def end(self, paid: PaidSession) -> None:
         self._active.discard(paid.key)

@@ -6,6 +6,7 @@ For every token the node records, from the fp32 hidden state `h` it computed (be
 - `PROJECTIONS` fixed random ±1/sqrt(hidden) projections of `h` (fp16).
 
 That is 16 bytes per token (512 bytes per 32 tokens per span), plus a 48-byte header per session that holds the
+precision the node computed with (fp32 or int8 weights, so that validators re-run the same arithmetic) and the
 sha256 of the exact input tensors the node received (so a buyer cannot frame a node with invented inputs: the
 validator only accepts inputs that hash to what the node committed). The receipt carries keccak256 of the
 serialized sketch. Small numerical differences (thread counts, batching, wire rounding) move the sketch a little;
@@ -27,7 +28,8 @@ MAGIC = b"ICAC"
 VERSION = 1
 TOP_K = 2
 PROJECTIONS = 4
-_HEADER = struct.Struct("<4sBBBBHHI32s")  # magic, version, k, projections, reserved, hidden, reserved, tokens, inputs
+_HEADER = struct.Struct("<4sBBBBHHI32s")  # magic, version, k, projections, precision, hidden, reserved, tokens, inputs
+PRECISIONS = ("fp32", "int8")  # the precision byte: the index here
 HEADER_SIZE = _HEADER.size
 BYTES_PER_TOKEN = TOP_K * 4 + PROJECTIONS * 2
 MAX_TOKENS = 1 << 20
@@ -69,13 +71,15 @@ class Sketch:
     indices: np.ndarray  # [T, k] uint16
     values: np.ndarray  # [T, k] fp16
     projections: np.ndarray  # [T, p] fp16
+    precision: str = "fp32"  # the weights the node computed with
 
     @property
     def tokens(self) -> int:
         return int(self.indices.shape[0])
 
     def to_bytes(self) -> bytes:
-        header = _HEADER.pack(MAGIC, VERSION, TOP_K, PROJECTIONS, 0, self.hidden, 0, self.tokens, self.inputs_sha256)
+        code = PRECISIONS.index(self.precision)
+        header = _HEADER.pack(MAGIC, VERSION, TOP_K, PROJECTIONS, code, self.hidden, 0, self.tokens, self.inputs_sha256)
         rows = np.concatenate(
             [
                 self.indices.astype("<u2").view(np.uint8).reshape(self.tokens, -1),
@@ -95,9 +99,11 @@ class Sketch:
     def from_bytes(cls, data: bytes) -> Sketch:
         if len(data) < HEADER_SIZE:
             raise CommitmentError(f"sketch of {len(data)} bytes is shorter than its {HEADER_SIZE}-byte header")
-        magic, version, k, p, _, hidden, _, tokens, inputs = _HEADER.unpack_from(data)
+        magic, version, k, p, code, hidden, _, tokens, inputs = _HEADER.unpack_from(data)
         if magic != MAGIC or version != VERSION or (k, p) != (TOP_K, PROJECTIONS):
             raise CommitmentError(f"unknown sketch format {magic!r} v{version} k={k} p={p}")
+        if code >= len(PRECISIONS):
+            raise CommitmentError(f"unknown precision code {code}")
         if not 0 < tokens <= MAX_TOKENS or hidden == 0:
             raise CommitmentError(f"sketch claims {tokens} tokens of hidden size {hidden}")
         if len(data) != HEADER_SIZE + tokens * BYTES_PER_TOKEN:
@@ -107,14 +113,17 @@ class Sketch:
         indices = rows[:, :a].copy().view("<u2")
         if int(indices.max()) >= hidden:
             raise CommitmentError("sketch index out of range")
-        return cls(hidden, inputs, indices, rows[:, a:b].copy().view("<f2"), rows[:, b:].copy().view("<f2"))
+        values, projections = rows[:, a:b].copy().view("<f2"), rows[:, b:].copy().view("<f2")
+        return cls(hidden, inputs, indices, values, projections, PRECISIONS[code])
 
 
 class CommitmentBuilder:
     """What a node keeps per session: the inputs' running hash and each forward's sketch rows."""
 
-    def __init__(self, hidden: int) -> None:
-        self.hidden = hidden
+    def __init__(self, hidden: int, precision: str = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise CommitmentError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.hidden, self.precision = hidden, precision
         self._inputs = hashlib.sha256()
         self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -131,7 +140,7 @@ class CommitmentBuilder:
         if not self._parts:
             raise CommitmentError("no forward was observed")
         idx, val, proj = (np.concatenate([p[i] for p in self._parts]) for i in range(3))
-        return Sketch(self.hidden, self._inputs.digest(), idx, val, proj)
+        return Sketch(self.hidden, self._inputs.digest(), idx, val, proj, self.precision)
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,9 @@ def check_session(
         return Check("guilty", f"the sketch covers {sketch.tokens} tokens, the receipt bills {expected_pos}")
     if not (span.start <= r.span_start < r.span_end <= span.end):
         return Check("unverifiable", "this validator does not hold the session's span")
+    if span.precision != sketch.precision:  # int8 and fp32 outputs differ by more than honest variation
+        why = f"the node computed with {sketch.precision} weights; this re-run is {span.precision}"
+        return Check("unverifiable", why)
     try:
         outputs = recompute(span, evidence.inputs, r.span_start, r.span_end)
     except WireError as e:

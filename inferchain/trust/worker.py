@@ -29,6 +29,7 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 
+from inferchain.trust.commitment import CommitmentError, Sketch
 from inferchain.trust.evidence import EvidenceStore
 from inferchain.trust.validator import (
     SessionEvidence,
@@ -91,7 +92,9 @@ class ScanReport:
 
 class ValidatorWorker:
     """`chain`: inferchain.wallet.chain.Chain (None: judge and sign only, submit nothing). `span`: the SpanModel
-    this validator re-runs. `price_per_1k`: what its validation receipts bill (token wei per 1k tokens per layer)."""
+    this validator re-runs (the same layers are loaded once more, at the other precision, the first time a node's
+    sketch says it computed with int8 weights, or fp32 ones). `price_per_1k`: what its validation receipts bill
+    (token wei per 1k tokens per layer)."""
 
     def __init__(
         self,
@@ -105,6 +108,7 @@ class ValidatorWorker:
         progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.validator, self.span, self.store, self.chain = validator, span, store, chain
+        self._spans: dict[str, Any] = {span.precision: span} if hasattr(span, "precision") else {}
         self.evidence_dir, self.verdict_dir = evidence_dir, verdict_dir
         self.price_per_1k = price_per_1k
         self.progress = progress or (lambda _event: None)
@@ -132,6 +136,19 @@ class ValidatorWorker:
             self._submit_quorums(report)
         return report
 
+    def _span_for(self, evidence: SessionEvidence) -> Any:
+        """This validator's span at the precision the node's sketch commits to (each loaded once)."""
+        try:
+            precision = Sketch.from_bytes(evidence.sketch).precision
+        except CommitmentError:  # check_session judges a malformed sketch; any span will do
+            return self.span
+        if precision not in self._spans:
+            from inferchain.models.span import SpanModel
+
+            path = self.span.info.folder.path
+            self._spans[precision] = SpanModel(path, self.span.start, self.span.end, precision=precision)  # type: ignore[arg-type]  # a sketch precision is one of the SpanModel ones
+        return self._spans[precision]
+
     # -- one evidence file -------------------------------------------------------------------------------
     def _take(self, name: str, evidence: SessionEvidence, report: ScanReport) -> None:
         r = evidence.receipt
@@ -149,7 +166,7 @@ class ValidatorWorker:
             return
         report.sampled += 1
         began = time.monotonic()
-        check, verdict, signature = self.validator.judge(self.span, evidence)
+        check, verdict, signature = self.validator.judge(self._span_for(evidence), evidence)
         self.store.add_check(name, r.node, _hex(r.session_id), check, time.monotonic() - began)
         report.outcomes[check.outcome] += 1
         self.progress({"file": name, "node": r.node, "outcome": check.outcome, "reason": check.reason})
