@@ -547,7 +547,8 @@ def test_coarse_bound_tables_stay_exact(instance, frac, objective, buckets):
         max_price, max_lat = round(cheap_price + frac * (fast_price - cheap_price)), None
     else:
         max_price, max_lat = None, round(fast_lat + frac * (cheap_lat - fast_lat))
-    want = pareto_reference(offers, layers, inf if max_price is None else max_price, max_lat or inf, objective)
+    price_cap, latency_cap = (inf if c is None else c for c in (max_price, max_lat))  # a cap of 0 is a cap
+    want = pareto_reference(offers, layers, price_cap, latency_cap, objective)
     with patch.object(route_search, "BUCKETS", buckets):
         route = planner(layers, *offers).plan(M, max_price, max_lat, objective)
     lat, price = route_cost(route, {o.node_id: o for o in offers})
