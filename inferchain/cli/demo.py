@@ -338,10 +338,12 @@ def _owner(peer_id: str, nodes: list[Any], operators: Sequence[tuple[str, str, t
 def _print_summary(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title="two paid chats: who served what, and what they earned")
-    columns = ("operator", "price/1k/layer", "buyer's chat", "customer's chat (gateway)", "receipts", "earned INFER")
-    for col in (*columns, "claimed INFER"):
-        table.add_column(col)
+    def infer(wei: str) -> str:  # six decimals for the table; the JSON summary keeps every wei
+        return f"{int(wei) / 10**18:.6f}"
+
+    table = Table(title="two paid chats: who served which layers, and what they earned (INFER)")
+    for col in ("operator", "price", "buyer", "customer", "receipts", "earned", "claimed"):
+        table.add_column(col, no_wrap=True)
     served = {r["operator"]: f"{r['layers'][0]}:{r['layers'][1]}" for r in summary["route"]}
     for r in summary["nodes"]:
         table.add_row(
@@ -350,10 +352,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
             served.get(r["operator"], "-"),
             ", ".join(f"{a}:{b}" for a, b in r["gateway_layers"]) or "-",
             str(r["receipts"] + r["gateway_receipts"]),
-            r["earned_infer"],
-            r["claimed_infer"],
+            infer(r["earned_wei"]),
+            infer(r["claimed_wei"]),
         )
     console.print(table)
+    console.print(
+        "price: INFER per 1k tokens per layer; buyer / customer: the layers each chat had the node serve (the "
+        "customer's through the gateway); claimed: earnings plus the node's share of the epoch's fees"
+    )
     console.print(f"buyer paid {summary['paid_infer']} INFER; escrow left {summary['buyer_escrow_left_infer']} INFER")
     console.print("gas used: " + ", ".join(f"{k} {v:,}" for k, v in summary["gas"].items()))
     for f in summary["failovers"]:
