@@ -292,15 +292,23 @@ def test_paid_chats_need_the_buyers_signed_authorisation(market: dict) -> None:
         grant = http.post("/app/api/chats/authorization", json={"buyer": buyer.address, "max_price_per_1k": 10**16})
         assert grant.status_code == 200
         typed = grant.json()["typed_data"]
-        nonce = typed["message"]["nonce"]
+        msg = typed["message"]
+        fields = {"nonce": msg["nonce"], "max_price_per_1k": msg["maxPricePer1k"], "expiry": msg["expiry"],
+                  "market": msg["market"]}  # fmt: skip
         for signer, cap, why in (
             (Account.create(), 10**16, "not the buyer"),  # someone else's wallet signed it
             (buyer, 10**16 + 1, "above the authorised"),  # a dearer chat than the wallet allowed
         ):
             signature = "0x" + bytes(signer.sign_message(encode_typed_data(full_message=typed)).signature).hex()
-            body = {**chat, "max_price_per_1k": cap, "authorization": {"nonce": nonce, "signature": signature}}
+            body = {**chat, "max_price_per_1k": cap, "authorization": {**fields, "signature": signature}}
             answer = http.post("/app/api/chats", json=body)
             assert answer.status_code == 401 and why in answer.json()["detail"], answer.text
+        # the buyer's own signature over a message the market did not issue (a raised cap) is refused too
+        raised = {**typed, "message": {**msg, "maxPricePer1k": str(10**30)}}
+        signature = "0x" + bytes(buyer.sign_message(encode_typed_data(full_message=raised)).signature).hex()
+        body = {**chat, "authorization": {**fields, "max_price_per_1k": 10**30, "signature": signature}}
+        answer = http.post("/app/api/chats", json=body)
+        assert answer.status_code == 401 and "unknown authorisation" in answer.json()["detail"], answer.text
 
 
 def test_reseller_authorises_the_gateway_and_manages_api_keys(browser, market: dict) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from inferchain.client.chain import RouteLimits
 from inferchain.marketplace.book import list_offers
-from inferchain.marketplace.webui.authorization import AuthorizationError, Authorizations, TooManyAuthorizations
+from inferchain.marketplace.webui.authorization import AuthorizationError, Authorizations, Grant
 from inferchain.marketplace.webui.chain_view import ChainView
 from inferchain.marketplace.webui.chat import ChatRegistry, ChatRequest, TooManyChats, start_chat
 from inferchain.marketplace.webui.db import chats_of, receipts_of_node
@@ -204,7 +204,12 @@ class AuthorizationIn(BaseModel):
 
 
 class SignedAuthorization(BaseModel):
+    """The ChatSession message the wallet signed (its fields as the typed data had them) and the signature."""
+
     nonce: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
+    max_price_per_1k: int = Field(ge=0, description="the message's maxPricePer1k")
+    expiry: int = Field(ge=0)
+    market: str = Field(max_length=200)
     signature: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$", description="the wallet's eth_signTypedData_v4 answer")
 
 
@@ -234,11 +239,7 @@ def post_authorization(body: AuthorizationIn, request: Request, ui: UIDep) -> di
     if ui.authorizations is None:
         raise HTTPException(503, "this market runs without a chain (free swarm): chats need no authorisation")
     cap = body.max_price_per_1k if body.max_price_per_1k is not None else UNCAPPED_PRICE
-    market = request.headers.get("host", "")[:200]
-    try:
-        grant = ui.authorizations.issue(_address(body.buyer), market, cap)
-    except TooManyAuthorizations as e:
-        raise HTTPException(429, str(e)) from None
+    grant = ui.authorizations.issue(_address(body.buyer), request.headers.get("host", "")[:200], cap)
     return {"typed_data": grant.typed_data(ui.authorizations.chain_id), "expiry": grant.expiry}
 
 
@@ -259,8 +260,10 @@ async def post_chat(body: ChatIn, ui: UIDep) -> StreamingResponse:
         buyer = _address(body.buyer)
         if body.authorization is None:
             raise HTTPException(401, "sign the chat authorisation first (POST /app/api/chats/authorization)")
+        a = body.authorization
+        signed = Grant(buyer, a.market, a.max_price_per_1k, bytes.fromhex(a.nonce[2:]), a.expiry)
         try:
-            ui.authorizations.check(buyer, body.authorization.nonce, body.authorization.signature, cap)
+            ui.authorizations.check(buyer, signed, a.signature, cap)
         except AuthorizationError as e:
             raise HTTPException(401, str(e)) from None
     req = ChatRequest(

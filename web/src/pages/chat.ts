@@ -24,20 +24,26 @@ const conversation: { role: "user" | "assistant"; content: string }[] = [];
 
 // The wallet's signed ChatSession (inferchain/marketplace/webui/authorization.py): a paid market starts chats for a
 // wallet only with it. Signed once per wallet and price cap, for as long as the market lets it last (an hour).
-interface Authorization { buyer: string; cap: string; nonce: string; signature: string; expiry: number }
-interface Grant { typed_data: { message: { nonce: string } }; expiry: number }
+interface Signed { nonce: string; max_price_per_1k: string; expiry: number; market: string; signature: string }
+interface Authorization { buyer: string; cap: string; signed: Signed }
+interface Grant {
+  typed_data: { message: { nonce: string; maxPricePer1k: string; expiry: number; market: string } };
+  expiry: number;
+}
 let authorization: Authorization | null = null;
 
 async function authorize(buyer: string, cap: string | undefined): Promise<Authorization> {
   const want = cap ?? "uncapped";
   const a = authorization;
-  if (a && a.buyer === buyer && a.cap === want && a.expiry > Date.now() / 1000 + 60) return a;
+  if (a && a.buyer === buyer && a.cap === want && a.signed.expiry > Date.now() / 1000 + 60) return a;
   const grant = await api<Grant>("/app/api/chats/authorization", {
     method: "POST",
     body: JSON.stringify({ buyer, max_price_per_1k: cap }),
   });
   const signature = await signTypedData(grant.typed_data);
-  authorization = { buyer, cap: want, nonce: grant.typed_data.message.nonce, signature, expiry: grant.expiry };
+  const msg = grant.typed_data.message;
+  const signed = { nonce: msg.nonce, max_price_per_1k: msg.maxPricePer1k, expiry: msg.expiry, market: msg.market, signature };
+  authorization = { buyer, cap: want, signed };
   return authorization;
 }
 
@@ -138,7 +144,7 @@ export async function renderChat(main: HTMLElement): Promise<void> {
           signed = await authorize(buyer, route.max_price_per_1k as string | undefined);
           setStatus(sendStatus, "Sending…");
         }
-        const auth = signed ? { nonce: signed.nonce, signature: signed.signature } : undefined;
+        const auth = signed ? signed.signed : undefined;
         return fetch("/app/api/chats", {
           method: "POST",
           headers: { "content-type": "application/json" },
