@@ -72,6 +72,14 @@ def test_demo_pays_every_node_on_chain_and_cleans_up(smollm2, tmp_path):
             assert chain.earnings(row["address"]) == 0
             assert int(row["claimed_wei"]) == amount + reward
             assert chain.token_balance(row["address"]) == (10_000 - 150) * ONE_TOKEN + amount + reward
+        # what a person running the demo sees: the table and lines printed from this same summary
+        from inferchain.cli import demo as demo_cli
+
+        with demo_cli.console.capture() as shown:
+            demo_cli._print_summary(summary)
+        text = " ".join(shown.get().split())  # undo the terminal's line wrapping
+        assert all(row["operator"] in text for row in summary["nodes"]) and summary["web_ui"] in text
+        assert f"{summary['completion_tokens']} completion tokens" in text and "gas used: register" in text
         page = httpx.get(summary["web_ui"], timeout=30, follow_redirects=True)  # the market and its web UI stay up
         assert page.status_code == 200 and "<html" in page.text.lower()
         pids = json.loads((demo / "pids.json").read_text())

@@ -360,7 +360,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
         "price: INFER per 1k tokens per layer; buyer / customer: the layers each chat had the node serve (the "
         "customer's through the gateway); claimed: earnings plus the node's share of the epoch's fees"
     )
-    console.print(f"buyer paid {summary['paid_infer']} INFER; escrow left {summary['buyer_escrow_left_infer']} INFER")
+    console.print(
+        f"buyer's chat: {summary['prompt_tokens']} prompt + {summary['completion_tokens']} completion tokens over "
+        + " -> ".join(f"{h['operator']}[{h['layers'][0]}:{h['layers'][1]}]" for h in summary["route"])
+        + f"; paid {summary['paid_infer']} INFER, escrow left {summary['buyer_escrow_left_infer']} INFER"
+    )
     console.print("gas used: " + ", ".join(f"{k} {v:,}" for k, v in summary["gas"].items()))
     for f in summary["failovers"]:
         console.print(f"[yellow]fail-over[/]: layers {f['layers']} moved after: {f['reason']}")
