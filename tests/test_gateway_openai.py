@@ -142,8 +142,7 @@ def test_reseller_default_caps_apply_to_requests_that_name_none(gateway) -> None
     """A reseller's default latency cap too tight for any route turns its customers' requests without caps into
     503 no_route; a request's own cap still wins; clearing the default serves the request again."""
     url, admin, model = gateway["url"], gateway["admin"], "SmolLM2-135M-Instruct"
-    client = _client(gateway)
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with _client(gateway) as client, httpx.Client(base_url=url, timeout=30) as http:
         assert http.get("/admin/settings", headers=admin).json() == {"max_price_per_1k": None, "max_latency_ms": None}
         assert http.put("/admin/settings", json={"max_price_per_1k": -1}, headers=admin).status_code == 422
         tight = {"max_price_per_1k": None, "max_latency_ms": 0.001}
@@ -159,8 +158,8 @@ def test_reseller_default_caps_apply_to_requests_that_name_none(gateway) -> None
             assert own.usage is not None and own.usage.completion_tokens == 2
         finally:
             http.put("/admin/settings", json={}, headers=admin)
-    served = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=2)
-    assert served.usage is not None and served.usage.completion_tokens == 2
+        served = client.chat.completions.create(model=model, messages=MESSAGES, max_tokens=2)
+        assert served.usage is not None and served.usage.completion_tokens == 2
 
 
 def test_quota_burst_revoke_and_rotate(gateway) -> None:
