@@ -52,10 +52,13 @@ class KeyInfo:
     defaults: RouteDefaults = RouteDefaults()
 
 
+def _defaults(reseller: ResellerRow | None) -> RouteDefaults:
+    return RouteDefaults(reseller.max_price_per_1k, reseller.max_latency_ms) if reseller else RouteDefaults()
+
+
 def _info(row: ApiKeyRow, reseller: ResellerRow | None = None) -> KeyInfo:
     limits = Limits(row.tokens_per_day, row.spend_per_month, row.requests_per_minute)
-    defaults = RouteDefaults(reseller.max_price_per_1k, reseller.max_latency_ms) if reseller else RouteDefaults()
-    return KeyInfo(row.id, row.reseller, row.name, row.created_at, row.revoked_at, limits, defaults)
+    return KeyInfo(row.id, row.reseller, row.name, row.created_at, row.revoked_at, limits, _defaults(reseller))
 
 
 class KeyStore:
@@ -119,8 +122,7 @@ class KeyStore:
 
     def defaults(self, reseller: str) -> RouteDefaults:
         with self.sessions() as s:
-            row = s.get(ResellerRow, reseller)
-            return RouteDefaults(row.max_price_per_1k, row.max_latency_ms) if row is not None else RouteDefaults()
+            return _defaults(s.get(ResellerRow, reseller))
 
     def set_defaults(self, reseller: str, defaults: RouteDefaults) -> RouteDefaults:
         """The reseller's default caps; they apply to its keys' next requests."""
