@@ -108,7 +108,7 @@ class ValidatorWorker:
         progress: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.validator, self.span, self.store, self.chain = validator, span, store, chain
-        self._spans: dict[str, Any] = {span.precision: span} if hasattr(span, "precision") else {}
+        self._spans: dict[str, Any] = {} if span is None else {span.precision: span}  # by precision
         self.evidence_dir, self.verdict_dir = evidence_dir, verdict_dir
         self.price_per_1k = price_per_1k
         self.progress = progress or (lambda _event: None)
