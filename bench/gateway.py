@@ -221,7 +221,7 @@ def main() -> None:
         "bench": "gateway", "at": datetime.now(UTC).isoformat(timespec="seconds"), "backend": args.backend,
         "tokens": args.tokens,
         "reps": args.reps, "threads": torch.get_num_threads(),
-        "node_threads": args.node_threads or threads_per_node(len(spans)),
+        "node_threads": (args.node_threads or threads_per_node(len(spans))) if spans else None,
         "load_avg_1m_at_start": load_before,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "rows": rows,
     }  # fmt: skip
