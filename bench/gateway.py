@@ -2,10 +2,12 @@
 `openai` client streaming over HTTP) vs the client library directly, at 1 and at N concurrent streams, on a
 3-node free swarm on loopback. Greedy decoding of one prompt, so both sides generate the same tokens.
 
-Both paths run in this process on the gateway's own libp2p host thread, so they share the nodes, the host and the
-machine alike; each configuration runs `--reps` times, direct and gateway interleaved (the machine's load drifts),
-and the table shows medians. TTFT is the time from the request to the first text; tokens/s is the completion
-tokens of all streams over the wall time of the run.
+Both paths run on the gateway's own libp2p host thread in this process, so they share the nodes, the host and the
+machine alike; the gateway's customers (the openai clients) run in processes of their own, one per stream, as real
+customers do (in the gateway's process, or in one shared process, their clients' own parsing would compete for one
+interpreter lock and delay each other's requests). Each configuration runs `--reps` times, direct and gateway
+interleaved (the machine's load drifts), and the table shows medians. TTFT is the time from the request to the first
+text; tokens/s is the completion tokens of all streams over the wall time of the run.
 
 `--backend stub` replaces the node chain by a stand-in with a fixed answer and fixed timing (`--stub-prefill-ms`,
 `--stub-ms-per-token`, sleeps, no CPU), so the difference between the two paths is the gateway's own cost (HTTP,
@@ -22,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import json
+import multiprocessing
 import os
 import platform
 import socket
@@ -99,6 +103,7 @@ def direct(open_session, runner, ids: list[int], tokens: int) -> tuple[float, in
 
 
 def through_gateway(client: openai.OpenAI, tokens: int) -> tuple[float, int, float]:
+    """(time to first token s, tokens, total s) for one stream through the gateway with the official client."""
     t0 = time.perf_counter()
     first, n = None, 0
     stream = client.chat.completions.create(
@@ -113,11 +118,51 @@ def through_gateway(client: openai.OpenAI, tokens: int) -> tuple[float, int, flo
     return first or 0.0, n, time.perf_counter() - t0
 
 
-def run(fn, concurrency: int) -> dict[str, float]:
+def concurrently(fn, concurrency: int) -> tuple[list[tuple[float, int, float]], float]:
+    """`fn()` on `concurrency` threads at once: their results and the wall time of all."""
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         t0 = time.perf_counter()
         results = list(pool.map(lambda _: fn(), range(concurrency)))
-        wall = time.perf_counter() - t0
+        return results, time.perf_counter() - t0
+
+
+def customer(conn, url: str, key: str) -> None:
+    """One customer process: runs a stream through the gateway each time it is asked, until told to stop."""
+    client = openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=300)
+    while (tokens := conn.recv()) is not None:
+        conn.send(through_gateway(client, tokens))
+
+
+class Customers:
+    """The gateway's customers: one process each (real customers are never in the gateway's process; in it,
+    their openai clients' parsing would compete for the gateway's interpreter lock, and in one shared process for
+    each other's)."""
+
+    def __init__(self, n: int, url: str, key: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conns, self.procs = [], []
+        for _ in range(n):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=customer, args=(theirs, url, key), daemon=True)
+            proc.start()
+            self.conns.append(mine)
+            self.procs.append(proc)
+
+    def run(self, tokens: int, concurrency: int) -> tuple[list[tuple[float, int, float]], float]:
+        """`concurrency` streams at once, one per process: their results and the wall time of all."""
+        t0 = time.perf_counter()
+        for conn in self.conns[:concurrency]:
+            conn.send(tokens)
+        results = [conn.recv() for conn in self.conns[:concurrency]]
+        return results, time.perf_counter() - t0
+
+    def close(self) -> None:
+        for conn, proc in zip(self.conns, self.procs, strict=True):
+            conn.send(None)
+            proc.join(timeout=30)
+
+
+def figures(results: list[tuple[float, int, float]], wall: float) -> dict[str, float]:
     return {
         "ttft_ms": 1000 * statistics.median(r[0] for r in results),
         "tokens_per_s": sum(r[1] for r in results) / wall,
@@ -152,7 +197,7 @@ def main() -> None:
     spans = [(0, 10), (10, 20), (20, 30)] if args.backend == "swarm" else []
     with tempfile.TemporaryDirectory() as tmp, local_swarm(
         spans, Path(tmp), folder, ["--threads", str(args.node_threads)] if args.node_threads else []
-    ) as nodes:
+    ) as nodes, contextlib.ExitStack() as stack:
         addrs = [n.addr for n in nodes]
         engine = make_engine(f"sqlite:///{Path(tmp) / 'gw.sqlite'}")
         # generous step limits on both paths: a loaded 2-core machine must not turn slowness into fail-over
@@ -189,18 +234,22 @@ def main() -> None:
         msg = siwe.SignInMessage("bench", acct.address, "https://bench", n["chain_id"], n["nonce"], now, now + 600)
         token = httpx.post(url + "/admin/login", json={"message": msg.text(), "signature": siwe.sign(msg, acct.key)})
         key = httpx.post(url + "/admin/keys", json={}, headers={"authorization": f"Bearer {token.json()['token']}"})
-        client = openai.OpenAI(base_url=url + "/v1", api_key=key.json()["key"], max_retries=0, timeout=300)
+        # the gateway's customers are another process (as Web2 customers are never in the gateway's process):
+        # their openai clients' own work must not compete for this process's interpreter lock
+        customers = Customers(max(args.concurrency), url + "/v1", key.json()["key"])
+        stack.callback(customers.close)
         ids = runner.encode_chat(MESSAGES)
         direct(open_session, runner, ids, 4)  # warm-up both paths
-        through_gateway(client, 4)
+        customers.run(4, len(customers.conns))
         for c in args.concurrency:
             ds, gs = [], []
             for rep in range(args.reps):  # interleaved, alternating which goes first
                 for path in (("direct", "gateway") if rep % 2 == 0 else ("gateway", "direct")):
                     if path == "direct":
-                        ds.append(run(lambda: direct(open_session, runner, ids, args.tokens), c))  # noqa: B023
+                        ds.append(figures(*concurrently(
+                            lambda: direct(open_session, runner, ids, args.tokens), c)))  # noqa: B023
                     else:
-                        gs.append(run(lambda: through_gateway(client, args.tokens), c))  # noqa: B023
+                        gs.append(figures(*customers.run(args.tokens, c)))
                     print(f"  {c} stream(s), rep {rep + 1}, {path}: {(ds if path == 'direct' else gs)[-1]}",
                           file=sys.stderr, flush=True)  # fmt: skip
             d, g = median_of(ds), median_of(gs)

@@ -138,25 +138,29 @@ class Chain:
         self.dropped_announcements: Counter[str] = Counter()  # reason -> count
 
     async def refresh(self) -> None:
-        """Ask every known peer what it serves and how loaded it is; measure the round trip."""
-        for peer in self.known:
-            if peer.name in self._dead:
-                continue
-            try:
-                reply = await request_once(self.host, peer.info, m.InfoRequest(), self.timeouts)
-                t0 = time.perf_counter()  # timed on the open connection: a dial is not a round trip
-                await request_once(self.host, peer.info, m.Ping(), self.timeouts)
-            except RemoteError:
-                peer.node = None
-                self.planner.remove(peer.name)
-                continue
-            peer.rtt_ms = (time.perf_counter() - t0) * 1000
-            if isinstance(reply, m.NodeInfo) and reply.model_id == self.model_id:
-                peer.node = reply
-                self.planner.upsert(self._offer(peer, reply))
-            else:
-                peer.node = None
-                self.planner.remove(peer.name)
+        """Ask every known peer what it serves and how loaded it is, and measure the round trip: all peers at once
+        (one busy node delays the answer by its running step, not every later peer's too)."""
+        async with trio.open_nursery() as nursery:
+            for peer in self.known:
+                if peer.name not in self._dead:
+                    nursery.start_soon(self._refresh_one, peer)
+
+    async def _refresh_one(self, peer: KnownPeer) -> None:
+        try:
+            reply = await request_once(self.host, peer.info, m.InfoRequest(), self.timeouts)
+            t0 = time.perf_counter()  # timed on the open connection: a dial is not a round trip
+            await request_once(self.host, peer.info, m.Ping(), self.timeouts)
+        except RemoteError:
+            peer.node = None
+            self.planner.remove(peer.name)
+            return
+        peer.rtt_ms = (time.perf_counter() - t0) * 1000
+        if isinstance(reply, m.NodeInfo) and reply.model_id == self.model_id:
+            peer.node = reply
+            self.planner.upsert(self._offer(peer, reply))
+        else:
+            peer.node = None
+            self.planner.remove(peer.name)
 
     def _offer(self, peer: KnownPeer, node: m.NodeInfo, expires_at: float | None = None) -> Offer:
         """What a peer of a static list offers: its span at no price, timed by its own report and our ping."""
@@ -248,22 +252,42 @@ class Chain:
                 self.limits.objective,
                 exclude=self._dead,
             )
-            hops: list[Hop] = []
-            try:
-                for name, a, b in route.hops:
-                    remote = RemoteSpan(self.host, by_name[name].info, a, b, self.dtype, self.timeouts)
-                    remote.buyer = self.buyer
-                    await remote.open(self.session_id, self.model_id, self.hidden_size, self.max_length)
-                    hops.append(Hop(remote))
-                return hops
-            except RemoteError as e:
-                for hop in hops:
-                    await hop.remote.close()
-                if e.code not in RETRYABLE:
-                    raise
+            remotes = [RemoteSpan(self.host, by_name[name].info, a, b, self.dtype, self.timeouts)
+                       for name, a, b in route.hops]  # fmt: skip
+            errors = await self._open_all(remotes)
+            if not errors:
+                return [Hop(r) for r in remotes]
+            for remote in remotes:  # those that opened (a failed one has nothing to close)
+                await remote.close()
+            fatal = next((e for e in errors if e.code not in RETRYABLE), None)
+            if fatal is not None:
+                raise fatal
+            for e in errors:
                 self._dead.add(e.peer)
                 self.planner.report_failure(e.peer)
         raise NoRouteError(f"could not open sessions covering layers {start}:{end}")
+
+    async def _open_all(self, remotes: list[RemoteSpan]) -> list[RemoteError]:
+        """Open a session on every hop at once (one round trip for the route, not one per hop); the errors."""
+        errors: list[RemoteError] = []
+
+        async def open_one(remote: RemoteSpan) -> None:
+            remote.buyer = self.buyer
+            try:
+                await remote.open(self.session_id, self.model_id, self.hidden_size, self.max_length)
+            except RemoteError as e:
+                errors.append(e)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for remote in remotes:
+                    nursery.start_soon(open_one, remote)
+        except BaseException:  # cancelled or a bug: release what did open
+            with trio.CancelScope(shield=True):
+                for remote in remotes:
+                    await remote.close()
+            raise
+        return errors
 
     def _penalised(self, peer: str) -> bool:
         return self.penalties is not None and self.penalties.penalised(self.wallets.get(peer))
