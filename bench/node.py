@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 from inferchain.client.remote import RemoteSpan, Timeouts
 from inferchain.models.prepare import default_model_dir, prepare_default_model
 from inferchain.models.span import ModelHead, SpanModel
-from inferchain.node.launch import local_swarm
+from inferchain.node.launch import local_swarm, threads_per_node
 from inferchain.p2p.host import load_or_create_identity, parse_peer_addr
 from inferchain.p2p.thread import HostThread
 from inferchain.wire.tensors import decode_tensor, encode_tensor
@@ -106,6 +106,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument(
+        "--node-threads",
+        type=int,
+        default=0,
+        help="torch threads of the node (0: its share of the cores beside this load-generating client)",
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "node.jsonl"))
     args = ap.parse_args()
     folder = default_model_dir()
@@ -115,9 +121,13 @@ def main() -> None:
     # One client peer drives every session, and a peer may hold 3/4 of a node's slots (session flooding guard):
     # give the node enough slots that the largest run fits in that share.
     slots = str((4 * max(args.sessions) + 2) // 3)
+    # This process drives every session (serialising, libp2p) on the same machine: the node gets the cores it
+    # leaves, as the local launcher shares cores among co-located processes (two OpenMP threads on two cores
+    # beside a busy client stall on each other's barriers).
+    node_threads = args.node_threads or threads_per_node(2)
     with tempfile.TemporaryDirectory() as tmp, HostThread(load_or_create_identity(None)) as host:
         for precision in ("fp32", "int8"):
-            node_args = ["--precision", precision, "--max-sessions", slots]
+            node_args = ["--precision", precision, "--max-sessions", slots, "--threads", str(node_threads)]
             with local_swarm([(0, 10)], Path(tmp) / precision, folder, node_args) as nodes:
                 concurrent_decode(host, nodes[0].addr, model_id, 1, 4, "f16")  # warm-up
                 for wire in ("f16", "i8"):
@@ -150,6 +160,7 @@ def main() -> None:
         "machine": f"{platform.machine()} {os.cpu_count()} cores, {platform.system()}",
         "span_layers": 10,
         "steps": args.steps,
+        "node_threads": node_threads,
         "rows": rows,
         "int8_speedup_per_token": round(one["fp32"] / one["int8"], 2) if "fp32" in one and "int8" in one else None,
         **q,
