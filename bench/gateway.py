@@ -134,9 +134,7 @@ def customer(conn, url: str, key: str) -> None:
 
 
 class Customers:
-    """The gateway's customers: one process each (real customers are never in the gateway's process; in it,
-    their openai clients' parsing would compete for the gateway's interpreter lock, and in one shared process for
-    each other's)."""
+    """The gateway's customers, one process each (see the module's docstring for why)."""
 
     def __init__(self, n: int, url: str, key: str) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -234,8 +232,6 @@ def main() -> None:
         msg = siwe.SignInMessage("bench", acct.address, "https://bench", n["chain_id"], n["nonce"], now, now + 600)
         token = httpx.post(url + "/admin/login", json={"message": msg.text(), "signature": siwe.sign(msg, acct.key)})
         key = httpx.post(url + "/admin/keys", json={}, headers={"authorization": f"Bearer {token.json()['token']}"})
-        # the gateway's customers are another process (as Web2 customers are never in the gateway's process):
-        # their openai clients' own work must not compete for this process's interpreter lock
         customers = Customers(max(args.concurrency), url + "/v1", key.json()["key"])
         stack.callback(customers.close)
         ids = runner.encode_chat(MESSAGES)
