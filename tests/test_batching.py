@@ -11,6 +11,7 @@ from inferchain.client.remote import RemoteSpan, Timeouts, request_once
 from inferchain.models.batched import decode_batch, supports_batching
 from inferchain.models.span import ModelHead, SpanModel
 from inferchain.node.launch import local_swarm
+from inferchain.node.scheduler import StepRequest, StepScheduler
 from inferchain.p2p.host import load_or_create_identity, parse_peer_addr
 from inferchain.p2p.thread import HostThread
 from inferchain.wire import messages as m
@@ -90,3 +91,48 @@ def test_node_batches_concurrent_sessions_and_answers_each_correctly(smollm2, tm
             host.call(r.close)
     assert max_err < 1e-5
     assert isinstance(info, m.NodeInfo) and info.largest_batch > 1
+
+
+def _decode_rounds(span: SpanModel, pauses_s: list[float | None], rounds: int) -> StepScheduler:
+    """Sessions decoding through a StepScheduler in this process; session i waits pauses_s[i] after each reply
+    before it sends its next step (None: it sends one step, then stays open and silent). Returns the scheduler."""
+    scheduler = StepScheduler(span, max_batch=16)
+    caches = [span.new_cache() for _ in pauses_s]
+    gen = torch.Generator().manual_seed(0)
+
+    async def session(i: int, pause: float | None) -> None:
+        for position in range(1 if pause is None else rounds):
+            x = torch.randn(1, 1, H, generator=gen)
+            await scheduler.submit(StepRequest(x, position, caches[i], span.start, span.end))
+            await trio.sleep(pause or 0)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(scheduler.run)
+            with trio.fail_after(120):
+                async with trio.open_nursery() as sessions:
+                    for i, pause in enumerate(pauses_s):
+                        sessions.start_soon(session, i, pause)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return scheduler
+
+
+def test_scheduler_waits_for_staggered_sessions_instead_of_splitting_the_batch(smollm2):
+    # Replies go out one after another and clients answer at their own pace, so the next steps of a batch's
+    # sessions arrive spread out; here over 9 ms, well within one step of a 20-layer span (~25 ms). Running the
+    # early ones at once would pay the span's weights twice per round; the scheduler waits for the others instead.
+    span = SpanModel(smollm2, 0, 20)
+    rounds = 12
+    stats = _decode_rounds(span, [0.0, 0.003, 0.006, 0.009], rounds).stats
+    assert stats.batched_steps == 4 * rounds
+    assert stats.batches <= rounds + 3  # one batch per round once each session's pause is known
+
+
+def test_scheduler_stops_waiting_for_a_session_that_went_quiet(smollm2):
+    span = SpanModel(smollm2, 0, 10)
+    rounds = 12
+    stats = _decode_rounds(span, [0.0, None], rounds).stats  # the second sends one step, then nothing
+    assert stats.batched_steps == rounds + 1
+    assert stats.late_waits <= 1  # waited for it once at most, then no more

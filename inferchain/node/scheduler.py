@@ -4,9 +4,14 @@ whole prompt.
 
 Compute runs inline on the node's event-loop thread. Handing each step to a worker thread and back cost two
 thread wake-ups per step (measured on 2 loaded cores: several ms per hop, more than the libp2p round trip), and
-one thread keeps torch to a single OpenMP pool. While a batch computes, requests wait in the socket buffers; so
-that they still join the next batch, the scheduler waits briefly (a fraction of a batch's compute time) for the
-decode steps of sessions that are actively decoding before it runs a batch that lacks some of them.
+one thread keeps torch to a single OpenMP pool. While a batch computes, requests wait in the socket buffers, and
+the replies of a batch go out one after another, so the next steps of a batch's sessions arrive spread over a few
+milliseconds. A batched step costs about a fixed part (streaming the span's weights; what one session's step
+costs) plus a little per session, so running the early arrivals at once and the late ones as a second batch pays
+the fixed part twice: the batches then stay split for good (16 sessions ran as two batches of ~8 per round). So
+before a decode batch the scheduler waits, for up to one session's step time, for the sessions it expects soon:
+those actively decoding whose usual pause between a reply and their next step (measured per session) ends within
+that time. A session that does not come when expected is not waited for again until its next step comes.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from inferchain.models.span import SpanModel
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-ACTIVE_S = 2.0  # a session that sent a step this recently is expected to send its next decode step soon
+ACTIVE_S = 2.0  # a session that was served this recently may send its next decode step soon
 
 
 def _timed(fn: Callable[..., T], *args: Any) -> tuple[T, float, float]:
@@ -48,6 +53,7 @@ class StepRequest:
     error: BaseException | None = None
     compute_start: float = 0.0  # perf_counter() when its first compute began and its last ended
     compute_end: float = 0.0
+    arrived: float = field(default_factory=time.perf_counter)
 
     @property
     def tokens(self) -> int:
@@ -58,20 +64,33 @@ class StepRequest:
 
 
 @dataclass
+class _Rhythm:
+    """When a session's last step finished and its usual pause before sending the next one (perf_counter s)."""
+
+    done: float
+    pause_s: float = 0.0
+    missed: bool = False  # waited for in vain since its last step: not waited for again until it sends one
+
+    def expected(self) -> float:
+        return self.done + self.pause_s
+
+
+@dataclass
 class SchedulerStats:
     batches: int = 0
     batched_steps: int = 0
     largest_batch: int = 0
     prefill_chunks: int = 0
+    late_waits: int = 0  # decode batches that waited for an expected session in vain
     ms_per_layer: float = 0.0  # moving average of a decode step's latency per layer
 
 
 class StepScheduler:
     def __init__(
-        self, span: SpanModel, max_batch: int = 16, prefill_chunk: int = 256, max_gather_s: float = 0.005
+        self, span: SpanModel, max_batch: int = 16, prefill_chunk: int = 256, max_gather_s: float = 0.05
     ) -> None:
-        """`max_gather_s`: the longest a decode batch waits for active sessions' steps to join it (it waits at
-        most half of the last batch's compute time, and not at all when every active session is in)."""
+        """`max_gather_s`: the longest a decode batch waits for expected sessions' steps to join it (it waits at
+        most one session's step time, and not at all when every expected session is in)."""
         self.span = span
         self.max_batch = max_batch
         self.prefill_chunk = prefill_chunk
@@ -80,12 +99,13 @@ class StepScheduler:
         self._send, self._receive = trio.open_memory_channel[StepRequest](float("inf"))
         self._backlog: deque[StepRequest] = deque()
         self._last_was_batch = False
-        self._last_step: dict[int, float] = {}  # id(cache) -> monotonic time of its session's last step
+        self._rhythm: dict[int, _Rhythm] = {}  # id(cache) -> its session's last step and pause
         self._last_batch_s = 0.0
+        self._solo_s_per_layer = 0.0  # moving average of one session's decode step, per layer
 
     def forget(self, cache: Any) -> None:
         """A session closed: no more steps to wait for from it."""
-        self._last_step.pop(id(cache), None)
+        self._rhythm.pop(id(cache), None)
 
     async def submit(self, request: StepRequest) -> torch.Tensor:
         await self._send.send(request)
@@ -98,19 +118,21 @@ class StepScheduler:
         """The worker loop; start it once in the node's nursery."""
         while True:
             if not self._backlog:
-                self._backlog.append(await self._receive.receive())
+                self._arrived(await self._receive.receive())
             else:  # compute does not yield: let sessions send their replies and queue their next steps
                 await trio.lowlevel.checkpoint()
             while True:
                 try:
-                    self._backlog.append(self._receive.receive_nowait())
+                    self._arrived(self._receive.receive_nowait())
                 except trio.WouldBlock:
                     break
             try:
-                await self._gather()
                 # Decode batches and prefill chunks take turns, so neither kind can starve the other.
                 waiting_chunk = next((r for r in self._backlog if not r.batchable(self.span)), None)
-                batch = [] if (waiting_chunk is not None and self._last_was_batch) else self._next_decode_batch()
+                chunk_turn = waiting_chunk is not None and self._last_was_batch
+                if not chunk_turn:
+                    await self._gather()
+                batch = [] if chunk_turn else self._next_decode_batch()
                 if batch:
                     self._last_was_batch = True
                     await self._run_batch(batch)
@@ -126,21 +148,42 @@ class StepScheduler:
                     request.error = e
                     request.done.set()
 
+    def _arrived(self, request: StepRequest) -> None:
+        self._backlog.append(request)
+        rhythm = self._rhythm.get(id(request.cache))
+        if rhythm is not None:
+            pause = max(0.0, request.arrived - rhythm.done)
+            rhythm.pause_s = pause if rhythm.pause_s == 0 else 0.5 * rhythm.pause_s + 0.5 * pause
+            rhythm.missed = False
+
+    def _wait_budget(self, layers: int) -> float:
+        """How long joining a batch is worth waiting for: about what one more batch would cost, its fixed part."""
+        solo = self._solo_s_per_layer * layers if self._solo_s_per_layer else self._last_batch_s / 2
+        return min(self.max_gather_s, solo)
+
     async def _gather(self) -> None:
-        """Give active sessions whose decode step is not queued yet a short while to join the next batch."""
-        now = time.monotonic()
-        for key in [k for k, t in self._last_step.items() if now - t > ACTIVE_S]:
-            del self._last_step[key]
+        """Give sessions whose next decode step is due within a batch's fixed cost the time to join the batch."""
+        now = time.perf_counter()
+        for key in [k for k, r in self._rhythm.items() if now - r.done > ACTIVE_S]:
+            del self._rhythm[key]
         queued = {id(r.cache) for r in self._backlog}
-        missing = len(self._last_step.keys() - queued)
-        if missing == 0 or len(queued) >= self.max_batch:
+        first = next((r for r in self._backlog if r.batchable(self.span)), None)
+        if first is None or len(queued) >= self.max_batch:
             return
-        with trio.move_on_after(min(self.max_gather_s, self._last_batch_s / 2)):
-            while missing > 0:
+        budget = self._wait_budget(first.end - first.start)
+        due = {k for k, r in self._rhythm.items() if k not in queued and not r.missed and r.expected() <= now + budget}
+        if not due:
+            return
+        with trio.move_on_after(budget) as waited:
+            while due and len(queued) < self.max_batch:
                 request = await self._receive.receive()
-                self._backlog.append(request)
-                if id(request.cache) in self._last_step:
-                    missing -= 1
+                self._arrived(request)
+                queued.add(id(request.cache))
+                due.discard(id(request.cache))
+        if waited.cancelled_caught:  # expected and not come: do not wait for them again until they do
+            self.stats.late_waits += 1
+            for key in due & self._rhythm.keys():
+                self._rhythm[key].missed = True
 
     def _next_decode_batch(self) -> list[StepRequest]:
         first = next((r for r in self._backlog if r.batchable(self.span)), None)
@@ -154,9 +197,6 @@ class StepScheduler:
         return batch
 
     async def _run_batch(self, batch: list[StepRequest]) -> None:
-        now = time.monotonic()
-        for r in batch:
-            self._last_step[id(r.cache)] = now
         try:
             outs, started, ended = _timed(
                 decode_batch,
@@ -175,6 +215,7 @@ class StepScheduler:
         self._last_batch_s = ended - started
         self.record(ended - started, batch[0].end - batch[0].start, len(batch))
         for r, out in zip(batch, outs, strict=True):
+            self._served(r, ended)
             r.compute_start, r.compute_end = started, ended
             r.outputs.append(out)
             r.done.set()
@@ -182,7 +223,6 @@ class StepScheduler:
     async def _run_chunk(self, request: StepRequest) -> None:
         """Run the next chunk of a prefill (or a step that cannot be batched); requeue it if more is left."""
         n = min(self.prefill_chunk, request.tokens - request.computed)
-        self._last_step[id(request.cache)] = time.monotonic()
         piece = request.hidden[:, request.computed : request.computed + n]
         try:
             out, started, ended = _timed(
@@ -203,6 +243,7 @@ class StepScheduler:
             self.stats.prefill_chunks += 1
         request.compute_start = request.compute_start or started
         request.compute_end = ended
+        self._served(request, ended)
         request.outputs.append(out)
         request.computed += n
         if request.computed < request.tokens:
@@ -210,10 +251,20 @@ class StepScheduler:
         else:
             request.done.set()
 
+    def _served(self, request: StepRequest, ended: float) -> None:
+        rhythm = self._rhythm.get(id(request.cache))
+        if rhythm is None:
+            self._rhythm[id(request.cache)] = _Rhythm(ended)
+        else:
+            rhythm.done = ended
+
     def record(self, seconds: float, layers: int, batch: int) -> None:
         self.stats.batches += 1
         self.stats.batched_steps += batch
         self.stats.largest_batch = max(self.stats.largest_batch, batch)
+        if batch == 1:
+            solo = seconds / layers
+            self._solo_s_per_layer = solo if not self._solo_s_per_layer else 0.8 * self._solo_s_per_layer + 0.2 * solo
         sample = seconds * 1000 / layers
         s = self.stats
         s.ms_per_layer = sample if s.ms_per_layer == 0 else 0.9 * s.ms_per_layer + 0.1 * sample
