@@ -4,6 +4,10 @@ Fair comparison: every node process and the monolithic model run with the same t
 default 1). The chain computes the same 30 layers, one node at a time, so the ratio measures what the chain adds
 per token (three hops, serialisation, scheduling) and not whether one process used more cores than another.
 
+Two monolithic baselines: stock `model.generate` (transformers' layers as shipped, fp32 linears on torch's default
+BLAS), and the same with the decoder layers' linears on oneDNN as a node runs them (models/kernels.py). The chain
+beats the first partly by its kernels; the second isolates what distribution costs.
+
 Also prints where one decode step's time goes (client, and per hop: serialisation, the libp2p transport, the
 node's queue and thread hand-offs, compute), from the client's and the nodes' own step profiles.
 
@@ -30,6 +34,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from inferchain.client.generation import chat_prompt
 from inferchain.client.remote import request_once
 from inferchain.client.session import InferenceSession
+from inferchain.models.kernels import use_onednn
 from inferchain.models.prepare import default_model_dir, prepare_default_model
 from inferchain.models.span import ModelHead
 from inferchain.node.launch import local_swarm
@@ -119,21 +124,25 @@ def main() -> None:
     tok = AutoTokenizer.from_pretrained(str(folder))
     ids = chat_prompt(tok, [{"role": "user", "content": PROMPT}])
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    same_kernels = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    use_onednn(same_kernels.model.layers)  # as the nodes run their layers; the LM head stays as the client's is
     head = ModelHead(folder)
-    mono, chain = [], []
+    mono, mono_same, chain = [], [], []
     with tempfile.TemporaryDirectory() as tmp, local_swarm(
         [(0, 10), (10, 20), (20, 30)], Path(tmp), folder, ["--threads", str(args.threads)], node_env
     ) as nodes:
         peers = [n.addr for n in nodes]
         chained(head, peers, ids, 4, args.wire_dtype)  # warm-up: connections, allocator
-        for _ in range(args.repeats):  # interleave, so that machine noise hits both alike
+        for _ in range(args.repeats):  # interleave, so that machine noise hits all alike
             mono.append(monolithic(model, ids, args.tokens))
+            mono_same.append(monolithic(same_kernels, ids, args.tokens))
             chain.append(chained(head, peers, ids, args.tokens, args.wire_dtype))
     m_prefill = statistics.median(r[0] for r in mono)
     m_decode = statistics.median(r[1] for r in mono)
+    s_decode = statistics.median(r[1] for r in mono_same)
     c_prefill = statistics.median(r[0] for r in chain)
     c_decode = statistics.median(r[1] for r in chain)
-    same = all(c[2] == mono[0][2] for c in chain)
+    same = all(c[2] == mono[0][2] for c in chain + mono_same)
     per_hop = chain[-1][3]
     where = {k: round(statistics.median(c[4][k] for c in chain), 2) for k in chain[0][4]}
     sent = max(h[0] for h in per_hop)
@@ -154,6 +163,8 @@ def main() -> None:
         "mono_tokens_per_s": round(1000 / m_decode, 2),
         "chain_tokens_per_s": round(1000 / c_decode, 2),
         "chain_vs_mono": round(m_decode / c_decode, 3),
+        "mono_same_kernels_decode_ms_per_token": round(s_decode, 2),
+        "chain_vs_mono_same_kernels": round(s_decode / c_decode, 3),
         "bytes_per_token_per_hop_sent": round(sent, 1),
         "bytes_per_token_per_hop_received": round(received, 1),
         "greedy_tokens_equal": same,
@@ -164,6 +175,10 @@ def main() -> None:
     print(f"{'decode ms/token':28}{result['mono_decode_ms_per_token']:>12}{result['chain_decode_ms_per_token']:>14}")
     print(f"{'tokens/s':28}{result['mono_tokens_per_s']:>12}{result['chain_tokens_per_s']:>14}")
     print(f"chain / monolithic tokens/s: {result['chain_vs_mono']}x   greedy tokens equal: {same}")
+    print(
+        f"monolithic with the nodes' kernels: {s_decode:.2f} ms/token; chain / that: "
+        f"{result['chain_vs_mono_same_kernels']}x (what distribution itself costs)"
+    )
     print(f"bytes per token per hop: {sent:.0f} sent, {received:.0f} received (framed messages)")
     print(f"\nwhere one chain decode step goes (ms per token, 3 hops, median of {args.repeats} runs):")
     for k, v in where.items():

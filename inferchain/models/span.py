@@ -21,6 +21,7 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 from inferchain.models.family import DecoderFamily, family_for, no_grad_eval
 from inferchain.models.folder import Manifest, ModelFolder, ModelFolderError, tensor_digest
 from inferchain.models.int8 import quantize_int8
+from inferchain.models.kernels import use_onednn
 
 LoadProgress = Callable[[int, int], None]
 """Called with (tensors loaded, tensors to load)."""
@@ -120,6 +121,7 @@ class SpanModel:
             self.layers.append(no_grad_eval(layer))
         if precision == "int8":
             self.layers = quantize_int8(self.layers)
+        use_onednn(self.layers)  # the fp32 linears left (all of them, or those int8 keeps fp32): see kernels.py
         self.rotary = no_grad_eval(family.rotary_class(config=config))
         self._types = [family.layer_type(config, i) for i in range(start, end)]
 

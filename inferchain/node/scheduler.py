@@ -152,8 +152,10 @@ class StepScheduler:
         self._backlog.append(request)
         rhythm = self._rhythm.get(id(request.cache))
         if rhythm is not None:
+            # a shorter pause counts at once (the session is back at its pace, e.g. decoding after its prompt); a
+            # longer one half, so that one slow step does not stop the batch from waiting for it
             pause = max(0.0, request.arrived - rhythm.done)
-            rhythm.pause_s = pause if rhythm.pause_s == 0 else 0.5 * rhythm.pause_s + 0.5 * pause
+            rhythm.pause_s = pause if pause < rhythm.pause_s or rhythm.pause_s == 0 else (rhythm.pause_s + pause) / 2
             rhythm.missed = False
 
     def _wait_budget(self, layers: int) -> float:

@@ -1,0 +1,46 @@
+"""fp32 linear layers of a span through oneDNN's matmul instead of torch's default CPU BLAS.
+
+torch sends an fp32 `nn.Linear` on CPU to MKL. For the shapes of a decode step (1 to 16 rows against SmolLM2's
+576x1536 and 1536x576 weights) oneDNN's matmul, which torch ships and its compiler uses for CPU linears, is faster
+on the same weights (no copy, no extra memory): measured here per call, 0.24 -> 0.15 ms at 1 row and 0.61 -> 0.41
+ms at 16 rows for 576x1536; one step of a 10-layer span 12.2 -> 10.6 ms alone and 33 -> 25 ms for 16 sessions.
+Results agree to float rounding (~1e-6 relative), like any change of summation order.
+
+Where torch lacks oneDNN (`torch.backends.mkldnn.is_available()` false) the layers stay as they are.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def onednn_available() -> bool:
+    return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+class OneDnnLinear(nn.Module):
+    """y = x @ weight.T + bias by oneDNN, sharing the weight and bias of the linear layer it replaces."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, oneDNN"
+
+
+def use_onednn(module: nn.Module) -> nn.Module:
+    """Replace every fp32 nn.Linear inside `module` by a OneDnnLinear, in place (no-op without oneDNN)."""
+    if not onednn_available():
+        return module
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear) and child.weight.dtype == torch.float32 and not child.weight.is_cuda:
+                setattr(parent, name, OneDnnLinear(child))
+    return module
