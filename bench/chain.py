@@ -4,9 +4,9 @@ Fair comparison: every node process and the monolithic model run with the same t
 default 1). The chain computes the same 30 layers, one node at a time, so the ratio measures what the chain adds
 per token (three hops, serialisation, scheduling) and not whether one process used more cores than another.
 
-Two monolithic baselines: stock `model.generate` (transformers' layers as shipped, fp32 linears on torch's default
-BLAS), and the same with the decoder layers' linears on oneDNN as a node runs them (models/kernels.py). The chain
-beats the first partly by its kernels; the second isolates what distribution costs.
+Two monolithic baselines: stock `model.generate` (transformers' model as shipped, fp32 linears on torch's default
+BLAS), and the same with its linears on oneDNN as the nodes and the client run theirs (models/kernels.py). The chain
+gains on the first by its kernels alone; the ratio to the second is what distribution itself costs.
 
 Also prints where one decode step's time goes (client, and per hop: serialisation, the libp2p transport, the
 node's queue and thread hand-offs, compute), from the client's and the nodes' own step profiles.
@@ -125,7 +125,7 @@ def main() -> None:
     ids = chat_prompt(tok, [{"role": "user", "content": PROMPT}])
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     same_kernels = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-    use_onednn(same_kernels.model.layers)  # as the nodes run their layers; the LM head stays as the client's is
+    use_onednn(same_kernels)  # its decoder layers as the nodes run theirs, its LM head as the client runs its own
     head = ModelHead(folder)
     mono, mono_same, chain = [], [], []
     with tempfile.TemporaryDirectory() as tmp, local_swarm(

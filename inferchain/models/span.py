@@ -21,7 +21,7 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 from inferchain.models.family import DecoderFamily, family_for, no_grad_eval
 from inferchain.models.folder import Manifest, ModelFolder, ModelFolderError, tensor_digest
 from inferchain.models.int8 import quantize_int8
-from inferchain.models.kernels import use_onednn
+from inferchain.models.kernels import linear, use_onednn
 
 LoadProgress = Callable[[int, int], None]
 """Called with (tensors loaded, tensors to load)."""
@@ -217,4 +217,4 @@ class ModelHead:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits [vocab] for the last position of hidden states [1, tokens, hidden]."""
         last = self.norm(hidden[:, -1:, :].to(self.embed_weight.dtype))
-        return torch.nn.functional.linear(last, self.head_weight)[0, -1]
+        return linear(last, self.head_weight)[0, -1]
