@@ -21,12 +21,13 @@ import torch
 import trio
 from transformers import AutoTokenizer
 
-from inferchain.client.remote import RemoteSpan, Timeouts
+from inferchain.client.remote import RemoteSpan, Timeouts, request_once
 from inferchain.models.prepare import default_model_dir, prepare_default_model
 from inferchain.models.span import ModelHead, SpanModel
 from inferchain.node.launch import local_swarm, threads_per_node
 from inferchain.p2p.host import load_or_create_identity, parse_peer_addr
 from inferchain.p2p.thread import HostThread
+from inferchain.wire import messages as m
 from inferchain.wire.tensors import decode_tensor, encode_tensor
 
 # A fixed text for the quality measurements (teacher-forced top-1 agreement with fp32). It is long (251 tokens)
@@ -76,6 +77,13 @@ def concurrent_decode(host: HostThread, addr: str, model_id: str, sessions: int,
     for r in remotes:
         host.call(r.close)
     return sessions * steps / elapsed, float(np.median([np.median(s) for s in step_ms]))
+
+
+def node_compute(host: HostThread, addr: str) -> tuple[float, float]:
+    """(one-token steps, ms of compute in them) the node has served since it started: its own step profile."""
+    info = host.call(request_once, host.host, parse_peer_addr(addr), m.InfoRequest(), Timeouts())
+    assert isinstance(info, m.NodeInfo)
+    return info.step_ms["steps"], info.step_ms["compute"]
 
 
 def quality(folder: Path) -> dict[str, float]:
@@ -132,7 +140,9 @@ def main() -> None:
                 concurrent_decode(host, nodes[0].addr, model_id, 1, 4, "f16")  # warm-up
                 for wire in ("f16", "i8"):
                     for n in args.sessions:
+                        before = node_compute(host, nodes[0].addr)
                         tps, ms = concurrent_decode(host, nodes[0].addr, model_id, n, args.steps, wire)
+                        after = node_compute(host, nodes[0].addr)
                         rows.append(
                             {
                                 "precision": precision,
@@ -142,6 +152,9 @@ def main() -> None:
                                 "ms_per_token": round(ms, 2),
                             }
                         )
+                        if n == 1:  # the node's own compute per token (its step profile), network excluded
+                            steps = after[0] - before[0]
+                            rows[-1]["node_compute_ms_per_token"] = round((after[1] - before[1]) / steps, 2)
                         print(
                             f"{precision:>5} {wire:>4} {n:>3} sessions: {tps:8.1f} tok/s aggregate, "
                             f"{ms:7.2f} ms/token per session",
@@ -154,6 +167,9 @@ def main() -> None:
         )
     q = quality(folder)
     one = {r["precision"]: r["ms_per_token"] for r in rows if r["sessions"] == 1 and r["wire"] == "f16"}
+    compute = {
+        r["precision"]: r["node_compute_ms_per_token"] for r in rows if r["sessions"] == 1 and r["wire"] == "f16"
+    }
     summary = {
         "bench": "node",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -163,6 +179,9 @@ def main() -> None:
         "node_threads": node_threads,
         "rows": rows,
         "int8_speedup_per_token": round(one["fp32"] / one["int8"], 2) if "fp32" in one and "int8" in one else None,
+        "int8_compute_speedup_per_token": (
+            round(compute["fp32"] / compute["int8"], 2) if "fp32" in compute and "int8" in compute else None
+        ),
         **q,
     }
     print(f"\n{'precision':>9} {'wire':>4} {'sessions':>8} {'agg tok/s':>10} {'ms/token':>9} {'x 1 session':>11}")
@@ -172,7 +191,8 @@ def main() -> None:
             f"{r['ms_per_token']:>9} {r['vs_one_session']:>11}"
         )
     print(
-        f"int8 weights: {summary['int8_speedup_per_token']}x per token; top-1 agreement "
+        f"int8 weights: {summary['int8_speedup_per_token']}x per token (the node's compute alone: "
+        f"{summary['int8_compute_speedup_per_token']}x); top-1 agreement "
         f"{q['int8_weights_top1_agreement']:.1%}; i8 wire agreement {q['i8_wire_top1_agreement']:.1%}; "
         f"f16 wire agreement {q['f16_wire_top1_agreement']:.1%} (over {q['tokens']} tokens)"
     )
