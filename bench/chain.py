@@ -18,7 +18,6 @@ Prints tables and appends a JSON line to bench/results/chain.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -29,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from record import write_result  # bench/record.py (scripts in bench/ run with bench/ on the path)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from inferchain.client.generation import chat_prompt
@@ -184,10 +184,7 @@ def main() -> None:
     for k, v in where.items():
         print(f"  {k:22}{v:>8.2f}")
     print(f"  {'monolithic compute':22}{m_decode:>8.2f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as f:
-        f.write(json.dumps(result) + "\n")
-    print(json.dumps(result))
+    write_result(args.out, result)
     sys.exit(0 if same else 1)
 
 

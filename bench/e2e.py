@@ -6,11 +6,12 @@ decode tokens/s, settlement time and gas. Prints the figures and appends a JSON 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 from datetime import UTC, datetime
 from pathlib import Path
+
+from record import write_result  # bench/record.py (scripts in bench/ run with bench/ on the path)
 
 from inferchain.cli.demo import run_demo
 
@@ -43,9 +44,7 @@ def main() -> None:
     }
     for k, v in result.items():
         print(f"{k:>24}: {v}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as f:
-        f.write(json.dumps(result) + "\n")
+    write_result(args.out, result, echo=False)
 
 
 if __name__ == "__main__":

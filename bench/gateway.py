@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
-import json
 import multiprocessing
 import os
 import platform
@@ -43,6 +42,7 @@ import openai
 import torch
 import uvicorn
 from eth_account import Account
+from record import write_result  # bench/record.py (scripts in bench/ run with bench/ on the path)
 
 from inferchain.client.generation import SamplingParams, stream_tokens
 from inferchain.client.remote import Timeouts
@@ -270,10 +270,7 @@ def main() -> None:
         "load_avg_1m_at_start": load_before,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "rows": rows,
     }  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as f:
-        f.write(json.dumps(result) + "\n")
-    print(json.dumps(result))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

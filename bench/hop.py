@@ -10,7 +10,6 @@ Prints a table and appends a JSON line to bench/results/hop.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import platform
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import trio
 from libp2p.custom_types import TProtocol
+from record import write_result  # bench/record.py (scripts in bench/ run with bench/ on the path)
 
 from inferchain.p2p.host import listen_addr, load_or_create_identity, make_host, parse_peer_addr
 from inferchain.p2p.streams import FramedStream
@@ -119,10 +119,7 @@ def main() -> None:
         result[kind] = row
         name = "libp2p (Noise + Yamux)" if kind == "libp2p" else "plain trio TCP"
         print(f"{name:28}{row['back_to_back_ms']:>14}{row['after_idle_ms']:>18}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as f:
-        f.write(json.dumps(result) + "\n")
-    print(json.dumps(result))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

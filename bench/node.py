@@ -8,7 +8,6 @@ bench/results/node.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import trio
+from record import write_result  # bench/record.py (scripts in bench/ run with bench/ on the path)
 from transformers import AutoTokenizer
 
 from inferchain.client.remote import RemoteSpan, Timeouts, request_once
@@ -196,9 +196,7 @@ def main() -> None:
         f"{q['int8_weights_top1_agreement']:.1%}; i8 wire agreement {q['i8_wire_top1_agreement']:.1%}; "
         f"f16 wire agreement {q['f16_wire_top1_agreement']:.1%} (over {q['tokens']} tokens)"
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as f:
-        f.write(json.dumps(summary) + "\n")
+    write_result(args.out, summary, echo=False)
 
 
 if __name__ == "__main__":
