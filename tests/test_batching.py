@@ -124,10 +124,13 @@ def test_scheduler_waits_for_staggered_sessions_instead_of_splitting_the_batch(s
     # sessions arrive spread out; here over 9 ms, well within one step of a 20-layer span (~25 ms). Running the
     # early ones at once would pay the span's weights twice per round; the scheduler waits for the others instead.
     span = SpanModel(smollm2, 0, 20)
-    rounds = 12
+    rounds = 16
     stats = _decode_rounds(span, [0.0, 0.003, 0.006, 0.009], rounds).stats
     assert stats.batched_steps == 4 * rounds
-    assert stats.batches <= rounds + 3  # one batch per round once each session's pause is known
+    # One batch per round once each session's pause is known (16 here in 4 of 4 runs); without the wait the rounds
+    # split (33-35 batches in 4 of 4 runs). The margin absorbs a loaded machine's late wake-ups, which can make the
+    # scheduler give up on a session for a round or two (4 extra batches in 12 rounds once on a 2-core CI runner).
+    assert stats.batches <= rounds * 3 // 2
 
 
 def test_scheduler_stops_waiting_for_a_session_that_went_quiet(smollm2):

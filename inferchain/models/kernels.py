@@ -48,11 +48,12 @@ class OneDnnLinear(nn.Module):
 
 
 def use_onednn(module: nn.Module) -> nn.Module:
-    """Replace every fp32 nn.Linear inside `module` by a OneDnnLinear, in place (no-op without oneDNN)."""
+    """Replace every nn.Linear inside `module` by a OneDnnLinear, in place (no-op without oneDNN; `linear` keeps
+    weights other than fp32 on CPU on torch's own path)."""
     if not _ONEDNN:
         return module
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Linear) and child.weight.dtype == torch.float32 and not child.weight.is_cuda:
+            if isinstance(child, nn.Linear):
                 setattr(parent, name, OneDnnLinear(child))
     return module

@@ -72,7 +72,8 @@ def _load_tensors(info: ModelInfo, keys: list[str], progress: LoadProgress | Non
             if key not in available:
                 raise ModelFolderError(f"{info.folder.path}: tensor {key} is missing from the weights")
             # a copy in the process's own memory: safetensors hands out views of its file mapping, and the matmuls
-            # read file-backed pages measurably slower (the chain bench: LM head 8.0 -> 7.4 ms per token)
+            # read file-backed pages measurably slower (the chain bench's client step, mostly the LM head: 8.0 -> 7.4
+            # ms per token in an interleaved A/B)
             t = f.get_tensor(key).clone(memory_format=torch.contiguous_format)
             expected = info.manifest.tensor_hashes.get(key)
             if expected != tensor_digest(t.view(-1).view(torch.uint8).numpy().tobytes()):
