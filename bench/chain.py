@@ -31,7 +31,7 @@ import torch
 from record import write_result  # bench/record.py (scripts in bench/ run with bench/ on the path)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from inferchain.client.generation import chat_prompt
+from inferchain.client.generation import SamplingParams, chat_prompt, stream_tokens
 from inferchain.client.remote import request_once
 from inferchain.client.session import InferenceSession
 from inferchain.models.kernels import use_onednn
@@ -86,23 +86,21 @@ def breakdown(
     return {k: round(v, 3) for k, v in row.items()}
 
 
-def chained(head: ModelHead, peers: list[str], ids: list[int], tokens: int, dtype: str):
+def chained(head: ModelHead, tokenizer, peers: list[str], ids: list[int], tokens: int, dtype: str):
+    """The product's own path: `stream_tokens`, greedy, `tokens` tokens (past EOS, as the monolithic run)."""
+    params = SamplingParams(max_tokens=tokens, ignore_eos=True)
     with InferenceSession(head, peers, max_length=len(ids) + tokens + 1, wire_dtype=dtype) as s:  # type: ignore[arg-type]
-        t0 = time.perf_counter()
-        logits = s.step(ids)
-        prefill = time.perf_counter() - t0
-        out = [int(logits.argmax())]
-        sent0 = [h.remote.wire_bytes() for h in s.chain.hops]
         before = node_profiles(s)
+        out, stamps = [], []
         t0 = time.perf_counter()
-        for _ in range(tokens - 1):
-            out.append(int(s.step([out[-1]]).argmax()))
-        decode = (time.perf_counter() - t0) / (tokens - 1) * 1000
+        for chunk in stream_tokens(s, tokenizer, ids, params):
+            if chunk.token_id >= 0:
+                out.append(chunk.token_id)
+                stamps.append(time.perf_counter())
+        prefill = stamps[0] - t0
+        decode = (stamps[-1] - stamps[0]) / (tokens - 1) * 1000
         after = node_profiles(s)
-        sent1 = [h.remote.wire_bytes() for h in s.chain.hops]
-        per_hop = [
-            ((b[0] - a[0]) / (tokens - 1), (b[1] - a[1]) / (tokens - 1)) for a, b in zip(sent0, sent1, strict=True)
-        ]
+        per_hop = [(h.remote.step_bytes[0] / (tokens - 1), h.remote.step_bytes[1] / (tokens - 1)) for h in s.chain.hops]
         where = breakdown(decode, [dict(h.remote.step_ms) for h in s.chain.hops], before, after)
     return prefill, decode, out, per_hop, where
 
@@ -132,11 +130,11 @@ def main() -> None:
         [(0, 10), (10, 20), (20, 30)], Path(tmp), folder, ["--threads", str(args.threads)], node_env
     ) as nodes:
         peers = [n.addr for n in nodes]
-        chained(head, peers, ids, 4, args.wire_dtype)  # warm-up: connections, allocator
+        chained(head, tok, peers, ids, 4, args.wire_dtype)  # warm-up: connections, allocator
         for _ in range(args.repeats):  # interleave, so that machine noise hits all alike
             mono.append(monolithic(model, ids, args.tokens))
             mono_same.append(monolithic(same_kernels, ids, args.tokens))
-            chain.append(chained(head, peers, ids, args.tokens, args.wire_dtype))
+            chain.append(chained(head, tok, peers, ids, args.tokens, args.wire_dtype))
     m_prefill = statistics.median(r[0] for r in mono)
     m_decode = statistics.median(r[1] for r in mono)
     s_decode = statistics.median(r[1] for r in mono_same)

@@ -9,6 +9,8 @@ import torch
 
 from inferchain.client.generation import SamplingParams, chat_prompt, generate, stream_tokens
 from inferchain.client.session import InferenceSession
+from inferchain.p2p.host import load_or_create_identity
+from inferchain.p2p.thread import HostThread
 
 pytestmark = pytest.mark.integration
 
@@ -84,6 +86,28 @@ def test_sampling_is_reproducible_with_a_seed_and_respects_stop(swarm, smollm2, 
     assert stop_at not in streamed
     assert texts[0].startswith(streamed)
     assert len(pieces) > 1  # streamed token by token, not in one piece
+
+
+def test_a_stream_left_early_leaves_the_session_consistent(swarm, smollm2, tokenizer, reference_model):
+    # stream_tokens' loop runs on the host thread, a step ahead of its reader; on a shared host (as a gateway's)
+    # the LM head runs in a worker thread. Leaving early stops it after the step in flight.
+    ids = [1, 504, 3458, 282, 4649, 314, 253, 1345, 28]
+    expected = reference_greedy(reference_model, ids, 12)
+    with HostThread(load_or_create_identity(None)) as host:
+        with InferenceSession(smollm2, main_route(swarm), max_length=64, host=host) as session:
+            got = []
+            for chunk in stream_tokens(session, tokenizer, ids, SamplingParams(max_tokens=12, ignore_eos=True)):
+                got.append(chunk.token_id)
+                if len(got) == 3:
+                    break
+            assert got == expected[:3]
+            fed = session.position - len(ids)  # generated tokens the chain has seen: the 2 read, maybe 1 more
+            assert fed in (2, 3)
+            logits = session.step([expected[fed]])
+            assert int(logits.argmax()) == expected[fed + 1]
+        with InferenceSession(smollm2, main_route(swarm), max_length=4, host=host) as short:
+            with pytest.raises(ValueError, match="max_length"):  # raised on the host thread, re-raised here
+                list(stream_tokens(short, tokenizer, ids, SamplingParams(max_tokens=2)))
 
 
 def test_concurrent_sessions_on_the_same_nodes(swarm, smollm2, reference_model):

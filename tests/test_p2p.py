@@ -63,3 +63,69 @@ def test_identity_persists_and_is_private(tmp_path):
 def test_bad_peer_address_is_a_clear_error():
     with pytest.raises(PeerAddressError, match="/p2p/"):
         parse_peer_addr("/ip4/127.0.0.1/tcp/4001")
+
+
+def _echo_round_trips(frames: list[bytes]) -> tuple[list[bytes], int]:
+    """Two hosts in this process on 127.0.0.1: each frame sent on one stream and echoed back. Returns the echoes
+    and how many Yamux frames both muxers wrote during the round trips (the stream opened and warm)."""
+    from libp2p.stream_muxer.yamux.yamux import Yamux
+
+    from inferchain.p2p.host import listen_addr, make_host
+    from inferchain.p2p.streams import FramedStream
+
+    protocol = TProtocol("/inferchain-test/echo/1")
+    server, client = make_host(load_or_create_identity(None)), make_host(load_or_create_identity(None))
+    written = [0]
+    stock_write = Yamux._write_frame
+
+    async def counting_write(self: Yamux, data: bytes) -> None:
+        written[0] += 1
+        await stock_write(self, data)
+
+    async def handle(stream) -> None:
+        framed = FramedStream(stream)
+        for _ in frames:
+            await framed.send(await framed.recv())
+
+    async def main() -> list[bytes]:
+        server.set_stream_handler(protocol, handle)
+        async with server.run(listen_addrs=[listen_addr()]), client.run(listen_addrs=[listen_addr()]):
+            with trio.fail_after(60):
+                peer = parse_peer_addr(f"{server.get_addrs()[0]}")
+                await client.connect(peer)
+                framed = FramedStream(await client.new_stream(peer.peer_id, [protocol]))
+                await framed.send(frames[0])
+                echoes = [await framed.recv()]
+                written[0] = 0
+                for f in frames[1:]:
+                    await framed.send(f)
+                    echoes.append(await framed.recv())
+                await framed.close()
+        return echoes
+
+    Yamux._write_frame = counting_write  # type: ignore[method-assign]
+    try:
+        echoes = trio.run(main)
+    finally:
+        Yamux._write_frame = stock_write  # type: ignore[method-assign]
+    return echoes, written[0]
+
+
+def test_small_messages_cost_one_yamux_frame_each_way():
+    # py-libp2p's Yamux answers reads with window updates of their own (an extra Noise message and socket write);
+    # p2p/yamux.py credits the window per half window, so a step's request and reply are one frame each.
+    from inferchain.p2p import yamux
+
+    assert yamux.installed()
+    rounds = 200
+    echoes, written = _echo_round_trips([bytes([i % 256]) * 1180 for i in range(rounds + 1)])
+    assert echoes == [bytes([i % 256]) * 1180 for i in range(rounds + 1)]
+    # 236 KB each way: a window update or two per direction, and the closing frames (stock 0.8.1: ~4 per round)
+    assert written <= 2 * rounds + 10
+
+
+def test_large_messages_still_grow_the_window():
+    # a 2048-token prefill in f16 is 2.4 MB, ten times the initial 256 KB window
+    big = [bytes(range(256)) * (10 * 1024 * 1024 // 256), b"x" * 3 * 1024 * 1024, b"y" * 1180]
+    echoes, _ = _echo_round_trips([b"warm"] + big)
+    assert echoes == [b"warm"] + big

@@ -15,6 +15,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from inferchain.p2p.streams import FramedStream, StreamClosed
 from inferchain.wire import messages as m
 from inferchain.wire.errors import ErrorCode, WireError
+from inferchain.wire.framing import HEADER_SIZE
 from inferchain.wire.tensors import WireDType, decode_tensor, encode_tensor
 
 if TYPE_CHECKING:
@@ -113,16 +114,11 @@ class RemoteSpan:
         self.evidence: SessionEvidence | None = None
         # One-token steps: how many, and total ms encoding, waiting for the reply (network and node), decoding.
         self.step_ms = {"steps": 0.0, "serialise": 0.0, "exchange": 0.0, "deserialise": 0.0}
+        self.step_bytes = [0, 0]  # framed bytes of those steps: sent, received
 
     @property
     def name(self) -> str:
         return str(self.peer.peer_id)
-
-    def wire_bytes(self) -> tuple[int, int]:
-        """Framed bytes (sent, received) on this session's stream so far."""
-        if self._framed is None:
-            return (0, 0)
-        return (self._framed.bytes_sent, self._framed.bytes_received)
 
     def _error(self, e: BaseException) -> RemoteError:
         if isinstance(e, WireError):
@@ -186,6 +182,8 @@ class RemoteSpan:
             for phase, ms in (("serialise", t1 - t0), ("exchange", t2 - t1), ("deserialise", t3 - t2)):
                 self.step_ms[phase] += ms * 1000
             self.step_ms["steps"] += 1
+            self.step_bytes[0] += HEADER_SIZE + len(payload)
+            self.step_bytes[1] += HEADER_SIZE + len(answer)
         self.position = position + n
         self.tokens_sent += n
         if self.buyer is not None:

@@ -19,14 +19,11 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from inferchain.p2p import yamux
+
 __all__ = ["ID", "PeerInfo", "load_or_create_identity", "make_host", "parse_peer_addr", "listen_addr"]
 
-# py-libp2p's Yamux, by default, answers every read with a WINDOW_UPDATE frame (its own Noise message and socket
-# write), where go-yamux credits the window back once half of it has been read. Our traffic is a small message
-# each way per step, so that doubles the frames a step costs both ends: measured on 2 cores, the next steps of
-# 16 sessions reached a node 0.43 ms apart with it and 0.35 ms apart without it, and a 1.2 KB echo between two
-# processes took ~10% less time. The library reads this knob at each read; an operator's own setting wins.
-os.environ.setdefault("PY_YAMUX_RELEASE_ON_READ", "0")
+yamux.install()  # window credit per half window, not per read (see p2p/yamux.py)
 
 
 class PeerAddressError(ValueError):

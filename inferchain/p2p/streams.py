@@ -19,8 +19,6 @@ class FramedStream:
         self.stream = stream
         self.max_frame = max_frame
         self._buffer = bytearray()
-        self.bytes_sent = 0
-        self.bytes_received = 0
 
     async def _read_exactly(self, n: int) -> bytes:
         while len(self._buffer) < n:
@@ -40,12 +38,10 @@ class FramedStream:
         n = payload_length(header, self.max_frame)
         if n == 0:
             raise WireError(ErrorCode.BAD_FRAME, "empty frame")
-        self.bytes_received += HEADER_SIZE + n
         return await self._read_exactly(n)
 
     async def send(self, payload: bytes) -> None:
         data = frame(payload)
-        self.bytes_sent += len(data)
         try:
             await self.stream.write(data)
         except Exception as e:
