@@ -5,8 +5,8 @@ default 1). The chain computes the same 30 layers, one node at a time, so the ra
 per token (three hops, serialisation, scheduling) and not whether one process used more cores than another.
 
 Two monolithic baselines: stock `model.generate` (transformers' model as shipped, fp32 linears on torch's default
-BLAS), and the same with its linears on oneDNN as the nodes and the client run theirs (models/kernels.py). The chain
-gains on the first by its kernels alone; the ratio to the second is what distribution itself costs.
+BLAS), and the same with each linear on the kernel the nodes and the client pick for it (torch's BLAS or oneDNN, timed
+per weight shape: models/kernels.py). The ratio to the second is what distribution itself costs.
 
 Also prints where one decode step's time goes (client, and per hop: serialisation, the libp2p transport, the
 node's queue and thread hand-offs, compute), from the client's and the nodes' own step profiles.
@@ -34,7 +34,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from inferchain.client.generation import SamplingParams, chat_prompt, stream_tokens
 from inferchain.client.remote import request_once
 from inferchain.client.session import InferenceSession
-from inferchain.models.kernels import use_onednn
+from inferchain.models.kernels import FastLinear, kernel_for, linear_fn, use_fastest_kernels
 from inferchain.models.prepare import default_model_dir, prepare_default_model
 from inferchain.models.span import ModelHead
 from inferchain.node.launch import local_swarm
@@ -123,7 +123,13 @@ def main() -> None:
     ids = chat_prompt(tok, [{"role": "user", "content": PROMPT}])
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     same_kernels = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-    use_onednn(same_kernels)  # its decoder layers as the nodes run theirs, its LM head as the client runs its own
+    use_fastest_kernels(same_kernels.model)  # its decoder layers as the nodes run theirs (timed per weight shape)
+    head_weight = same_kernels.lm_head.weight  # and its LM head as the client runs its own (timed at one row)
+    same_kernels.lm_head = FastLinear(same_kernels.lm_head, linear_fn(head_weight, rows=(1,)))
+    layer = same_kernels.model.layers[0]
+    kernels = {name: kernel_for(mod.weight) for name, mod in layer.named_modules() if hasattr(mod, "in_features")}
+    kernels["lm_head"] = kernel_for(head_weight, rows=(1,))
+    print("linear kernels here (each node times its own):", kernels)
     head = ModelHead(folder)
     mono, mono_same, chain = [], [], []
     with tempfile.TemporaryDirectory() as tmp, local_swarm(
@@ -154,6 +160,7 @@ def main() -> None:
         "tokens": args.tokens,
         "wire_dtype": args.wire_dtype,
         "node_env": node_env,
+        "linear_kernels": kernels,
         "mono_prefill_ms": round(m_prefill * 1000, 1),
         "chain_prefill_ms": round(c_prefill * 1000, 1),
         "mono_decode_ms_per_token": round(m_decode, 2),

@@ -105,9 +105,9 @@ def test_a_stream_left_early_leaves_the_session_consistent(swarm, smollm2, token
             assert fed in (2, 3)
             logits = session.step([expected[fed]])
             assert int(logits.argmax()) == expected[fed + 1]
-        with InferenceSession(smollm2, main_route(swarm), max_length=4, host=host) as short:
-            with pytest.raises(ValueError, match="max_length"):  # raised on the host thread, re-raised here
-                list(stream_tokens(short, tokenizer, ids, SamplingParams(max_tokens=2)))
+        short = InferenceSession(smollm2, main_route(swarm), max_length=4, host=host)
+        with short, pytest.raises(ValueError, match="max_length"):  # raised on the host thread, re-raised here
+            list(stream_tokens(short, tokenizer, ids, SamplingParams(max_tokens=2)))
 
 
 def test_concurrent_sessions_on_the_same_nodes(swarm, smollm2, reference_model):

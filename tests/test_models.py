@@ -19,7 +19,6 @@ from transformers import (
 from inferchain.models.family import UnknownFamilyError, family_for
 from inferchain.models.folder import MANIFEST, ModelFolder, ModelFolderError
 from inferchain.models.int8 import Int8Linear
-from inferchain.models.kernels import OneDnnLinear, onednn_available
 from inferchain.models.prepare import save_model_folder
 from inferchain.models.span import ModelHead, SpanError, SpanModel
 
@@ -174,20 +173,32 @@ def test_int8_weights_are_quantized_and_close_per_layer(smollm2):
         SpanModel(smollm2, 0, 1, precision="int4")  # type: ignore[arg-type]
 
 
-def test_fp32_linears_run_through_onednn_and_agree_with_torch_linear(smollm2):
-    """Spans compute their fp32 linears with oneDNN (models/kernels.py): same weights, same results up to float
-    rounding, for decode rows, batches and prompts."""
-    if not onednn_available():
+def test_linear_kernels_agree_and_each_shape_gets_the_one_timed_faster(smollm2, monkeypatch):
+    """models/kernels.py: each fp32 weight shape runs on the kernel timed faster here (torch's BLAS or oneDNN);
+    both give the same results up to float rounding, for decode rows, batches and prompts."""
+    from inferchain.models import kernels
+
+    if not kernels.onednn_available():
         pytest.skip("this torch has no oneDNN")
+    monkeypatch.setenv("INFERCHAIN_LINEAR_KERNEL", "auto")
     span = SpanModel(smollm2, 0, 1)
-    fast = span.layers[0].mlp.gate_proj
-    assert isinstance(fast, OneDnnLinear)
-    plain = torch.nn.Linear(fast.in_features, fast.out_features, bias=False)
-    plain.weight = fast.weight  # the very tensor: no copy
+    layer = span.layers[0]
+    for module in layer.modules():  # replaced where oneDNN won, kept where torch did, per shape
+        if isinstance(module, torch.nn.Linear | kernels.FastLinear):
+            picked = kernels.kernel_for(module.weight)
+            assert isinstance(module, kernels.FastLinear) == (picked == "onednn")
+    weight = layer.mlp.gate_proj.weight
     gen = torch.Generator().manual_seed(0)
     for shape in ((1, 1, 576), (16, 1, 576), (1, 40, 576)):
         x = torch.randn(*shape, generator=gen)
         with torch.inference_mode():
-            a, b = plain(x), fast(x)
+            a, b = kernels.KERNELS["torch"](x, weight, None), kernels.KERNELS["onednn"](x, weight, None)
         assert a.shape == b.shape
         assert ((a - b).abs().max() / a.abs().max()).item() < 1e-5
+    monkeypatch.setenv("INFERCHAIN_LINEAR_KERNEL", "onednn")  # an operator's choice wins over the timing
+    assert isinstance(SpanModel(smollm2, 0, 1).layers[0].mlp.down_proj, kernels.FastLinear)
+    monkeypatch.setenv("INFERCHAIN_LINEAR_KERNEL", "torch")
+    assert isinstance(SpanModel(smollm2, 0, 1).layers[0].mlp.down_proj, torch.nn.Linear)
+    monkeypatch.setenv("INFERCHAIN_LINEAR_KERNEL", "fastest")
+    with pytest.raises(kernels.KernelChoiceError, match="auto, torch or onednn"):
+        SpanModel(smollm2, 0, 1)

@@ -1,59 +1,120 @@
-"""fp32 linear layers of a span (and the client's LM head) through oneDNN's matmul instead of torch's default CPU
-BLAS.
+"""Which kernel runs each fp32 linear of a span (and the client's LM head) on CPU: torch's default BLAS (MKL) or
+oneDNN's matmul, which torch ships and its compiler uses for CPU linears. Same weights either way (no copy, no
+extra memory); results agree to float rounding (~1e-6 relative), like any change of summation order.
 
-torch sends an fp32 `nn.Linear` on CPU to MKL. For the shapes of a decode step (1 to 16 rows against SmolLM2's
-576x1536 and 1536x576 weights) oneDNN's matmul, which torch ships and its compiler uses for CPU linears, is faster
-on the same weights (no copy, no extra memory): measured here per call, 0.24 -> 0.15 ms at 1 row and 0.61 -> 0.41
-ms at 16 rows for 576x1536; one step of a 10-layer span 12.2 -> 10.6 ms alone and 33 -> 25 ms for 16 sessions;
-SmolLM2's LM head (49152x576) 9.0 -> 6.2 ms per token.
-Results agree to float rounding (~1e-6 relative), like any change of summation order.
+Neither wins everywhere, so each weight shape is timed once per process with both, at the row counts of a decode
+step (1 and 16 rows; the LM head at 1), and the faster one is kept. Measured per call with one thread on two
+2-core hosts: on one, oneDNN won every SmolLM2 shape (576x1536: 0.24 -> 0.15 ms at 1 row, 0.61 -> 0.41 ms at 16
+rows; the 49152x576 LM head 9.0 -> 6.2 ms); on an AVX2 AMD EPYC, MKL won the layers' shapes (576x1536 at 16 rows:
+0.58 ms vs 0.73) and oneDNN still won the LM head (12.6 -> 11.1 ms).
 
-Where torch lacks oneDNN (`torch.backends.mkldnn.is_available()` false) the layers stay as they are.
+`INFERCHAIN_LINEAR_KERNEL=torch|onednn` fixes the choice (default `auto`: time both). Where torch lacks oneDNN
+(`torch.backends.mkldnn.is_available()` false) every layer stays on torch.
 """
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable
+from typing import Literal, cast
+
 import torch
 from torch import nn
+
+Kernel = Literal["torch", "onednn"]
+LinearFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+ROWS = (1, 16)  # a decode step alone, and a batch of 16 sessions' steps
+
+
+class KernelChoiceError(ValueError):
+    """INFERCHAIN_LINEAR_KERNEL names no kernel this torch has."""
 
 
 def onednn_available() -> bool:
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-_ONEDNN = onednn_available()
+def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ weight.T + bias: by oneDNN for fp32 on CPU where torch has it, else by torch's own linear."""
-    if _ONEDNN and weight.dtype == torch.float32 and not weight.is_cuda:
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    return torch.nn.functional.linear(x, weight, bias)
+KERNELS: dict[Kernel, LinearFn] = {"torch": torch.nn.functional.linear, "onednn": _onednn}
 
 
-class OneDnnLinear(nn.Module):
-    """y = x @ weight.T + bias by oneDNN, sharing the weight and bias of the linear layer it replaces."""
+def _seconds(fn: LinearFn, x: torch.Tensor, weight: torch.Tensor, calls: int) -> float:
+    fn(x, weight, None)  # warm-up: oneDNN builds its primitive for the shape on the first call
+    best = float("inf")
+    for _ in range(3):  # the best of three: a noisy machine only ever adds time
+        started = time.perf_counter()
+        for _ in range(calls):
+            fn(x, weight, None)
+        best = min(best, time.perf_counter() - started)
+    return best
 
-    def __init__(self, linear: nn.Linear) -> None:
+
+_chosen: dict[tuple[int, int, tuple[int, ...]], Kernel] = {}
+
+
+def kernel_for(weight: torch.Tensor, rows: tuple[int, ...] = ROWS) -> Kernel:
+    """The faster kernel for an fp32 weight of this shape on this machine, with this process's torch threads,
+    timed on `weight` itself at these row counts (once per shape and process)."""
+    fixed = os.environ.get("INFERCHAIN_LINEAR_KERNEL", "auto")
+    if fixed not in ("auto", "torch", "onednn"):
+        raise KernelChoiceError(f"INFERCHAIN_LINEAR_KERNEL must be auto, torch or onednn, not {fixed!r}")
+    if fixed == "onednn" and not onednn_available():
+        raise KernelChoiceError("INFERCHAIN_LINEAR_KERNEL=onednn, but this torch has no oneDNN")
+    if fixed != "auto":
+        return cast(Kernel, fixed)
+    if not onednn_available():
+        return "torch"
+    key = (int(weight.shape[0]), int(weight.shape[1]), rows)
+    if key not in _chosen:
+        calls = max(2, min(50, 2_000_000 // weight.numel()))  # about the same time per shape: small ones more calls
+        total: dict[Kernel, float] = dict.fromkeys(KERNELS, 0.0)
+        with torch.inference_mode():
+            for n in rows:
+                x = torch.randn(1, n, key[1])
+                for name, fn in KERNELS.items():
+                    total[name] += _seconds(fn, x, weight, calls)
+        _chosen[key] = min(total, key=lambda name: total[name])
+    return _chosen[key]
+
+
+def linear_fn(weight: torch.Tensor, rows: tuple[int, ...] = ROWS) -> LinearFn:
+    """The function that computes x @ weight.T + bias fastest here (kernel_for), for fp32 on CPU; torch's
+    own linear for anything else."""
+    if weight.dtype != torch.float32 or weight.is_cuda or weight.dim() != 2:
+        return torch.nn.functional.linear
+    return KERNELS[kernel_for(weight, rows)]
+
+
+class FastLinear(nn.Module):
+    """y = x @ weight.T + bias by the kernel linear_fn picked, sharing the weight and bias of the layer it
+    replaces."""
+
+    def __init__(self, linear: nn.Linear, fn: LinearFn) -> None:
         super().__init__()
         self.weight = linear.weight
         self.bias = linear.bias
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.fn = fn
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        return self.fn(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, oneDNN"
+        kernel = next((name for name, fn in KERNELS.items() if fn is self.fn), "?")
+        return f"in_features={self.in_features}, out_features={self.out_features}, kernel={kernel}"
 
 
-def use_onednn(module: nn.Module) -> nn.Module:
-    """Replace every nn.Linear inside `module` by a OneDnnLinear, in place (no-op without oneDNN; `linear` keeps
-    weights other than fp32 on CPU on torch's own path)."""
-    if not _ONEDNN:
-        return module
+def use_fastest_kernels(module: nn.Module) -> nn.Module:
+    """Replace, in place, every nn.Linear inside `module` whose weight shape runs faster on oneDNN by a FastLinear
+    (the others stay as they are). Returns `module`."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, OneDnnLinear(child))
+                fn = linear_fn(child.weight)
+                if fn is not torch.nn.functional.linear:
+                    setattr(parent, name, FastLinear(child, fn))
     return module

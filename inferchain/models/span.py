@@ -21,7 +21,7 @@ from transformers.masking_utils import create_causal_mask, create_sliding_window
 from inferchain.models.family import DecoderFamily, family_for, no_grad_eval
 from inferchain.models.folder import Manifest, ModelFolder, ModelFolderError, tensor_digest
 from inferchain.models.int8 import quantize_int8
-from inferchain.models.kernels import linear, use_onednn
+from inferchain.models.kernels import linear_fn, use_fastest_kernels
 
 LoadProgress = Callable[[int, int], None]
 """Called with (tensors loaded, tensors to load)."""
@@ -124,7 +124,7 @@ class SpanModel:
             self.layers.append(no_grad_eval(layer))
         if precision == "int8":
             self.layers = quantize_int8(self.layers)
-        use_onednn(self.layers)  # the fp32 linears left (all of them, or those int8 keeps fp32): see kernels.py
+        use_fastest_kernels(self.layers)  # the fp32 linears left (all, or those int8 keeps fp32): see kernels.py
         self.rotary = no_grad_eval(family.rotary_class(config=config))
         self._types = [family.layer_type(config, i) for i in range(start, end)]
 
@@ -209,6 +209,7 @@ class ModelHead:
         no_grad_eval(self.norm)
         self.head_weight = self.embed_weight if tied else tensors[family.head_key].to(dtype)
         self.scale = family.embed_scale(config)
+        self._head = linear_fn(self.head_weight, rows=(1,))  # one row: each session's last position
 
     @torch.inference_mode()
     def embed(self, token_ids: list[int]) -> torch.Tensor:
@@ -220,4 +221,4 @@ class ModelHead:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits [vocab] for the last position of hidden states [1, tokens, hidden]."""
         last = self.norm(hidden[:, -1:, :].to(self.embed_weight.dtype))
-        return linear(last, self.head_weight)[0, -1]
+        return self._head(last, self.head_weight, None)[0, -1]
