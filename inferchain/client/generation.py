@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
-import queue
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -116,19 +112,19 @@ class TextAssembler:
         return delta
 
 
-async def _decode(
+def stream_tokens(
     session: InferenceSession,
     tokenizer: Any,
     prompt_ids: Sequence[int],
     params: SamplingParams,
-    emit: Callable[[Chunk], None],
-    stopped: Callable[[], bool],
-) -> Completion:
-    """The decoding loop, on the session's host thread: sample, assemble text, check stop conditions, step."""
+    result: list[Completion] | None = None,
+) -> Iterator[Chunk]:
+    """Generate through the session, yielding each token with its text delta. The final Completion is appended
+    to `result` if given."""
     sampler = Sampler(params)
     text = TextAssembler(tokenizer, params.stop)
     eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None and not params.ignore_eos else set()
-    logits = await session.step_async(list(prompt_ids))
+    logits = session.step(list(prompt_ids))
     finish: FinishReason = "length"
     for _ in range(params.max_tokens):
         token = sampler(logits)
@@ -138,66 +134,18 @@ async def _decode(
         delta = text.add(token)
         if text.stopped:
             if delta:
-                emit(Chunk(token, delta))
+                yield Chunk(token, delta)
             finish = "stop"
             break
-        emit(Chunk(token, delta))
-        if len(text.ids) >= params.max_tokens or session.position >= session.max_length or stopped():
+        yield Chunk(token, delta)
+        if len(text.ids) >= params.max_tokens or session.position >= session.max_length:
             break
-        logits = await session.step_async([token])
+        logits = session.step([token])
     tail = text.finish()
     if tail:
-        emit(Chunk(-1, tail))
-    return Completion(text.ids, text.text, finish, len(prompt_ids))
-
-
-@dataclass
-class _Ended:
-    completion: Completion | None = None
-    error: BaseException | None = None
-
-
-def stream_tokens(
-    session: InferenceSession,
-    tokenizer: Any,
-    prompt_ids: Sequence[int],
-    params: SamplingParams,
-    result: list[Completion] | None = None,
-) -> Iterator[Chunk]:
-    """Generate through the session, yielding each token with its text delta. The final Completion is appended
-    to `result` if given.
-
-    The loop runs on the session's host thread and hands tokens over through a queue, so a token's step never
-    waits for this thread to wake up and ask for the next one. Leaving the iteration early stops the loop after
-    the step in flight (the session stays consistent)."""
-    handed: queue.SimpleQueue[Chunk | _Ended] = queue.SimpleQueue()
-    leave = threading.Event()
-
-    async def produce() -> None:
-        ended = _Ended(error=RuntimeError("the session's host stopped during the generation"))
-        try:
-            ended = _Ended(completion=await _decode(session, tokenizer, prompt_ids, params, handed.put, leave.is_set))
-        except Exception as e:  # handed to the consumer, which raises it
-            ended = _Ended(error=e)
-        finally:
-            handed.put(ended)
-
-    producer = session.host.portal.start_task_soon(produce)
-    try:
-        while True:
-            item = handed.get()
-            if isinstance(item, Chunk):
-                yield item
-                continue
-            if item.error is not None:
-                raise item.error
-            if result is not None and item.completion is not None:
-                result.append(item.completion)
-            return
-    finally:
-        leave.set()
-        with contextlib.suppress(concurrent.futures.CancelledError):  # the host stopped: already reported above
-            producer.result()
+        yield Chunk(-1, tail)
+    if result is not None:
+        result.append(Completion(text.ids, text.text, finish, len(prompt_ids)))
 
 
 def generate(

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import trio
 
 from inferchain.client.chain import Chain, FailoverEvent, Penalties, RouteLimits
 from inferchain.client.remote import Timeouts
@@ -100,23 +99,12 @@ class InferenceSession:
         return self.chain.failovers
 
     def step(self, token_ids: Sequence[int]) -> torch.Tensor:
-        """Send tokens through the chain; the logits of the last one (blocking; call from outside the host)."""
-        return self.host.call(self.step_async, list(token_ids))
-
-    async def step_async(self, token_ids: Sequence[int]) -> torch.Tensor:
-        """`step` on the host's trio thread. A session with a host of its own runs its LM head right there: a
-        hand-off to another thread and back costs two thread wake-ups per token, more than the head's own
-        arithmetic saves by running elsewhere. On a shared host (a gateway's) the head runs in a worker thread,
-        so that concurrent sessions' heads do not queue on the one event loop."""
         if self.position + len(token_ids) > self.max_length:
             raise ValueError(f"session would exceed its max_length of {self.max_length} tokens")
         hidden = self.head.embed(list(token_ids)).numpy()
-        out = await self.chain.forward(hidden, self.position)
+        out = self.host.call(self.chain.forward, hidden, self.position)
         self.position += len(token_ids)
-        last = torch.from_numpy(out.astype("float32"))  # a writable copy
-        if self._own_host:
-            return self.head.logits(last)
-        return await trio.to_thread.run_sync(self.head.logits, last)
+        return self.head.logits(torch.from_numpy(out.astype("float32")))  # a writable copy
 
     @property
     def receipts(self) -> list[SignedReceipt]:
