@@ -6,8 +6,9 @@ Noise message and a socket write of its own, and the peer's muxer task wakes up 
 small message each way per step, so every other step carried an extra frame each way, and on the node's side the
 update went out before the reply. Here a read credits the window only when the bytes read and not yet credited
 reach the library's own threshold (half the target window); large transfers still grow the window as the library
-does (it then takes its usual path). Measured with bench/hop.py's echo of a 1.2 KB frame on 2 cores, both ends
-patched vs both stock, interleaved: round trip 1.85 -> 1.36 ms back to back, 2.92 -> 2.42 ms after 10 ms idle.
+does (it then takes its usual path). Measured with bench/hop.py's echo of a 1.2 KB frame between two processes on
+2 cores, both ends patched vs both on the library's defaults, interleaved, three runs each: round trip 1.37-1.59 ->
+0.98-1.20 ms back to back, 2.96-3.36 -> 2.46-2.64 ms after 10 ms idle (frames per round trip ~4 -> 2).
 
 `install()` patches the class once; p2p.host calls it before any host exists. tests/test_p2p.py counts the frames
 a round trip costs, so a library upgrade that changes this path fails a test instead of slowing every hop.
