@@ -180,10 +180,19 @@ def test_signed_offers_are_verified_on_the_way_in(nodes, smollm2: Path, tmp_path
             return peer_id in ids and verifier.rejected["unregistered"] > 0 and len(ids) == 4
 
         wait_for(heard, 60, "the signed offer and the free nodes in the book")
-        with book.sessions() as s:
-            from inferchain.marketplace.book import list_offers
+        from inferchain.marketplace.book import list_offers
 
-            rows = {r.node_id: r for r in list_offers(s, model_id, time.time())}
+        rows: dict = {}
+
+        def all_stored() -> bool:
+            # the free nodes' offers live 1.5 s: on a loaded machine one may lapse between two announcements (a
+            # CI run read the listing in such a moment), so read it at a moment when all four are live
+            with book.sessions() as s:
+                rows.clear()
+                rows.update({r.node_id: r for r in list_offers(s, model_id, time.time())})
+            return {peer_id, *(n.peer_id for n in nodes)} <= rows.keys()
+
+        wait_for(all_stored, 30, "every offer live in the stored listing")
         assert rows[peer_id].wallet == staked.address and rows[peer_id].price_per_1k == 10**12
         assert rows[peer_id].signed_offer is not None and rows[peer_id].signed_offer["node"] == staked.address
         assert all(rows[n.peer_id].wallet is None for n in nodes)
