@@ -17,6 +17,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,6 +39,15 @@ def busy(ms: float) -> None:
         pass
 
 
+async def received(framed: FramedStream) -> AsyncIterator[bytes]:
+    """The frames a stream brings, until its peer goes away."""
+    while True:
+        try:
+            yield await framed.recv()
+        except Exception:  # the peer closed or reset the stream
+            return
+
+
 def node(conn, compute_ms: float) -> None:
     """A node process: sends its address, receives the next peer's address (or the client's), then serves."""
 
@@ -47,21 +57,12 @@ def node(conn, compute_ms: float) -> None:
 
         async def step(stream) -> None:
             framed = FramedStream(stream)
-            while True:
-                try:
-                    data = await framed.recv()
-                except Exception:  # the client went away
-                    return
+            async for data in received(framed):
                 busy(compute_ms)
                 await framed.send(data)
 
         async def relay(stream) -> None:
-            framed = FramedStream(stream)
-            while True:
-                try:
-                    data = await framed.recv()
-                except Exception:
-                    return
+            async for data in received(FramedStream(stream)):
                 busy(compute_ms)
                 await nxt[0].send(data)
 
@@ -80,16 +81,11 @@ def node(conn, compute_ms: float) -> None:
 
 async def client(addrs: list[str], tokens: int, repeats: int, ready) -> dict[str, list[float]]:
     host = make_host(load_or_create_identity(None))
-    back: trio.MemorySendChannel[bytes]
     back, arrivals = trio.open_memory_channel[bytes](16)
 
     async def last_hop(stream) -> None:  # the relay's last node sends its output here
-        framed = FramedStream(stream)
-        while True:
-            try:
-                await back.send(await framed.recv())
-            except Exception:
-                return
+        async for data in received(FramedStream(stream)):
+            await back.send(data)
 
     host.set_stream_handler(RELAY, last_hop)
     out: dict[str, list[float]] = {"star": [], "relay": []}
