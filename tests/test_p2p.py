@@ -65,9 +65,18 @@ def test_bad_peer_address_is_a_clear_error():
         parse_peer_addr("/ip4/127.0.0.1/tcp/4001")
 
 
-def _echo_round_trips(frames: list[bytes]) -> tuple[list[bytes], int]:
-    """Two hosts in this process on 127.0.0.1: each frame sent on one stream and echoed back. Returns the echoes
-    and how many Yamux frames both muxers wrote during the round trips (the stream opened and warm)."""
+class _TaskSteps(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: object) -> None:
+        self.steps += 1
+
+
+def _echo_round_trips(frames: list[bytes]) -> tuple[list[bytes], int, int]:
+    """Two hosts in this process on 127.0.0.1: each frame sent on one stream and echoed back. Returns the echoes,
+    how many Yamux frames both muxers wrote and how many trio task steps both sides took during the round trips
+    (the stream opened and warm)."""
     from libp2p.stream_muxer.yamux.yamux import Yamux
 
     from inferchain.p2p.host import listen_addr, make_host
@@ -76,6 +85,7 @@ def _echo_round_trips(frames: list[bytes]) -> tuple[list[bytes], int]:
     protocol = TProtocol("/inferchain-test/echo/1")
     server, client = make_host(load_or_create_identity(None)), make_host(load_or_create_identity(None))
     written = [0]
+    counter = _TaskSteps()
     stock_write = Yamux._write_frame
 
     async def counting_write(self: Yamux, data: bytes) -> None:
@@ -97,9 +107,11 @@ def _echo_round_trips(frames: list[bytes]) -> tuple[list[bytes], int]:
                 await framed.send(frames[0])
                 echoes = [await framed.recv()]
                 written[0] = 0
+                trio.lowlevel.add_instrument(counter)
                 for f in frames[1:]:
                     await framed.send(f)
                     echoes.append(await framed.recv())
+                trio.lowlevel.remove_instrument(counter)
                 await framed.close()
         return echoes
 
@@ -108,24 +120,72 @@ def _echo_round_trips(frames: list[bytes]) -> tuple[list[bytes], int]:
         echoes = trio.run(main)
     finally:
         Yamux._write_frame = stock_write  # type: ignore[method-assign]
-    return echoes, written[0]
+    return echoes, written[0], counter.steps
 
 
 def test_small_messages_cost_one_yamux_frame_each_way():
     # py-libp2p's Yamux answers reads with window updates of their own (an extra Noise message and socket write);
     # p2p/yamux.py credits the window per half window, so a step's request and reply are one frame each.
-    from inferchain.p2p import yamux
+    from inferchain.p2p import hotpath, yamux
 
     assert yamux.installed()
     rounds = 200
-    echoes, written = _echo_round_trips([bytes([i % 256]) * 1180 for i in range(rounds + 1)])
+    echoes, written, steps = _echo_round_trips([bytes([i % 256]) * 1180 for i in range(rounds + 1)])
     assert echoes == [bytes([i % 256]) * 1180 for i in range(rounds + 1)]
     # 236 KB each way: a window update or two per direction, and the closing frames (stock 0.8.1: ~4 per round)
     assert written <= 2 * rounds + 10
+    # p2p/hotpath.py: free locks do not yield, one socket read per message: ~6 task steps per round trip for both
+    # ends together (stock 0.8.1: ~32)
+    assert hotpath.installed()
+    assert steps <= 10 * rounds
 
 
 def test_large_messages_still_grow_the_window():
     # a 2048-token prefill in f16 is 2.4 MB, ten times the initial 256 KB window
     big = [bytes(range(256)) * (10 * 1024 * 1024 // 256), b"x" * 3 * 1024 * 1024, b"y" * 1180]
-    echoes, _ = _echo_round_trips([b"warm"] + big)
+    echoes, _, _ = _echo_round_trips([b"warm"] + big)
     assert echoes == [b"warm"] + big
+
+
+def test_concurrent_streams_on_one_connection_keep_their_bytes():
+    # p2p/hotpath.py's locks must still exclude when they are contended: streams on one connection write at once,
+    # one of them a frame far larger than the window (it waits for window updates while the others go on)
+    from inferchain.p2p.host import listen_addr, make_host
+    from inferchain.p2p.streams import FramedStream
+
+    protocol = TProtocol("/inferchain-test/echo-many/1")
+    server, client = make_host(load_or_create_identity(None)), make_host(load_or_create_identity(None))
+    streams, rounds = 6, 25
+
+    def payload(stream: int, i: int) -> bytes:
+        size = 3 * 1024 * 1024 if (stream, i) == (0, 3) else 700 + 97 * stream + i
+        return bytes([(stream * 31 + i) % 256]) * size
+
+    async def handle(stream) -> None:
+        framed = FramedStream(stream)
+        for _ in range(rounds):
+            await framed.send(await framed.recv())
+
+    async def main() -> dict[int, list[bool]]:
+        server.set_stream_handler(protocol, handle)
+        results: dict[int, list[bool]] = {}
+        async with server.run(listen_addrs=[listen_addr()]), client.run(listen_addrs=[listen_addr()]):
+            with trio.fail_after(120):
+                peer = parse_peer_addr(f"{server.get_addrs()[0]}")
+                await client.connect(peer)
+
+                async def echo(k: int) -> None:
+                    framed = FramedStream(await client.new_stream(peer.peer_id, [protocol]))
+                    results[k] = []
+                    for i in range(rounds):
+                        await framed.send(payload(k, i))
+                        results[k].append(await framed.recv() == payload(k, i))
+                    await framed.close()
+
+                async with trio.open_nursery() as nursery:
+                    for k in range(streams):
+                        nursery.start_soon(echo, k)
+        return results
+
+    results = trio.run(main)
+    assert results == {k: [True] * rounds for k in range(streams)}

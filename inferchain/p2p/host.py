@@ -19,11 +19,12 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from inferchain.p2p import yamux
+from inferchain.p2p import hotpath, yamux
 
 __all__ = ["ID", "PeerInfo", "load_or_create_identity", "make_host", "parse_peer_addr", "listen_addr"]
 
 yamux.install()  # window credit per half window, not per read (see p2p/yamux.py)
+hotpath.install()  # free locks taken without a trip through the scheduler, TCP read-ahead (p2p/hotpath.py)
 
 
 class PeerAddressError(ValueError):
