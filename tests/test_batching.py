@@ -139,3 +139,16 @@ def test_scheduler_stops_waiting_for_a_session_that_went_quiet(smollm2):
     stats = _decode_rounds(span, [0.0, None], rounds).stats  # the second sends one step, then nothing
     assert stats.batched_steps == rounds + 1
     assert stats.late_waits <= 1  # waited for it once at most, then no more
+
+
+def test_a_lone_session_skips_the_queue_and_a_crowd_still_batches(smollm2):
+    # A decode step that finds the scheduler idle, with no other session due, runs in its own task (no hand-off to
+    # the worker loop and back); as soon as other sessions are active their steps are gathered into batches again.
+    span = SpanModel(smollm2, 0, 10)
+    rounds = 8
+    alone = _decode_rounds(span, [0.0], rounds).stats
+    assert alone.direct >= rounds - 1 and alone.batched_steps == rounds  # (the first may come before the loop runs)
+    crowd = _decode_rounds(span, [0.0] * 4, rounds).stats
+    assert crowd.batched_steps == 4 * rounds
+    assert crowd.direct <= 1  # the very first step, before any session has a rhythm
+    assert crowd.batches <= rounds * 3 // 2
