@@ -178,15 +178,17 @@ class StepScheduler:
             rhythm.pause_s = pause if pause < rhythm.pause_s or rhythm.pause_s == 0 else (rhythm.pause_s + pause) / 2
             rhythm.missed = False
 
-    def _others_due(self, request: StepRequest) -> bool:
-        """Is another active session's decode step expected within a batch's fixed cost (worth batching with)?"""
-        now = time.perf_counter()
-        budget = self._wait_budget(request.end - request.start)
-        mine = id(request.cache)
-        return any(
-            k != mine and not r.missed and now - r.done <= ACTIVE_S and r.expected() <= now + budget
+    def _due(self, now: float, budget: float, exclude: set[int]) -> set[int]:
+        """Active sessions, other than `exclude`, whose next decode step is expected within `budget`."""
+        return {
+            k
             for k, r in self._rhythm.items()
-        )
+            if k not in exclude and not r.missed and now - r.done <= ACTIVE_S and r.expected() <= now + budget
+        }
+
+    def _others_due(self, request: StepRequest) -> bool:
+        """Is another session's decode step expected within a batch's fixed cost (worth batching with)?"""
+        return bool(self._due(time.perf_counter(), self._wait_budget(request.end - request.start), {id(request.cache)}))
 
     def _wait_budget(self, layers: int) -> float:
         """How long joining a batch is worth waiting for: about what one more batch would cost, its fixed part."""
@@ -203,7 +205,7 @@ class StepScheduler:
         if first is None or len(queued) >= self.max_batch:
             return
         budget = self._wait_budget(first.end - first.start)
-        due = {k for k, r in self._rhythm.items() if k not in queued and not r.missed and r.expected() <= now + budget}
+        due = self._due(now, budget, queued)
         if not due:
             return
         with trio.move_on_after(budget) as waited:
