@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import pytest
 import trio
 from libp2p import new_host
+from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 
-from inferchain.p2p.host import PeerAddressError, load_or_create_identity, parse_peer_addr
+from inferchain.p2p.host import ID, PeerAddressError, load_or_create_identity, parse_peer_addr
 from inferchain.p2p.thread import HostThread
 from inferchain.wire import messages as m
 
@@ -65,6 +69,27 @@ def test_bad_peer_address_is_a_clear_error():
         parse_peer_addr("/ip4/127.0.0.1/tcp/4001")
 
 
+@asynccontextmanager
+async def _echo_peers(protocol: TProtocol, rounds: int) -> AsyncIterator[tuple[IHost, ID]]:
+    """Two hosts in this process on 127.0.0.1, connected; the server echoes `rounds` frames on each stream of
+    `protocol`. Yields the client host and the server's peer id."""
+    from inferchain.p2p.host import listen_addr, make_host
+    from inferchain.p2p.streams import FramedStream
+
+    server, client = make_host(load_or_create_identity(None)), make_host(load_or_create_identity(None))
+
+    async def handle(stream) -> None:
+        framed = FramedStream(stream)
+        for _ in range(rounds):
+            await framed.send(await framed.recv())
+
+    server.set_stream_handler(protocol, handle)
+    async with server.run(listen_addrs=[listen_addr()]), client.run(listen_addrs=[listen_addr()]):
+        peer = parse_peer_addr(f"{server.get_addrs()[0]}")
+        await client.connect(peer)
+        yield client, peer.peer_id
+
+
 class _TaskSteps(trio.abc.Instrument):
     def __init__(self) -> None:
         self.steps = 0
@@ -79,11 +104,8 @@ def _echo_round_trips(frames: list[bytes]) -> tuple[list[bytes], int, int]:
     (the stream opened and warm)."""
     from libp2p.stream_muxer.yamux.yamux import Yamux
 
-    from inferchain.p2p.host import listen_addr, make_host
     from inferchain.p2p.streams import FramedStream
 
-    protocol = TProtocol("/inferchain-test/echo/1")
-    server, client = make_host(load_or_create_identity(None)), make_host(load_or_create_identity(None))
     written = [0]
     counter = _TaskSteps()
     stock_write = Yamux._write_frame
@@ -92,18 +114,11 @@ def _echo_round_trips(frames: list[bytes]) -> tuple[list[bytes], int, int]:
         written[0] += 1
         await stock_write(self, data)
 
-    async def handle(stream) -> None:
-        framed = FramedStream(stream)
-        for _ in frames:
-            await framed.send(await framed.recv())
-
     async def main() -> list[bytes]:
-        server.set_stream_handler(protocol, handle)
-        async with server.run(listen_addrs=[listen_addr()]), client.run(listen_addrs=[listen_addr()]):
-            with trio.fail_after(60):
-                peer = parse_peer_addr(f"{server.get_addrs()[0]}")
-                await client.connect(peer)
-                framed = FramedStream(await client.new_stream(peer.peer_id, [protocol]))
+        protocol = TProtocol("/inferchain-test/echo/1")
+        with trio.fail_after(60):
+            async with _echo_peers(protocol, len(frames)) as (client, peer_id):
+                framed = FramedStream(await client.new_stream(peer_id, [protocol]))
                 await framed.send(frames[0])
                 echoes = [await framed.recv()]
                 written[0] = 0
@@ -150,32 +165,22 @@ def test_large_messages_still_grow_the_window():
 def test_concurrent_streams_on_one_connection_keep_their_bytes():
     # p2p/hotpath.py's locks must still exclude when they are contended: streams on one connection write at once,
     # one of them a frame far larger than the window (it waits for window updates while the others go on)
-    from inferchain.p2p.host import listen_addr, make_host
     from inferchain.p2p.streams import FramedStream
 
     protocol = TProtocol("/inferchain-test/echo-many/1")
-    server, client = make_host(load_or_create_identity(None)), make_host(load_or_create_identity(None))
     streams, rounds = 6, 25
 
     def payload(stream: int, i: int) -> bytes:
         size = 3 * 1024 * 1024 if (stream, i) == (0, 3) else 700 + 97 * stream + i
         return bytes([(stream * 31 + i) % 256]) * size
 
-    async def handle(stream) -> None:
-        framed = FramedStream(stream)
-        for _ in range(rounds):
-            await framed.send(await framed.recv())
-
     async def main() -> dict[int, list[bool]]:
-        server.set_stream_handler(protocol, handle)
         results: dict[int, list[bool]] = {}
-        async with server.run(listen_addrs=[listen_addr()]), client.run(listen_addrs=[listen_addr()]):
-            with trio.fail_after(120):
-                peer = parse_peer_addr(f"{server.get_addrs()[0]}")
-                await client.connect(peer)
+        with trio.fail_after(120):
+            async with _echo_peers(protocol, rounds) as (client, peer_id):
 
                 async def echo(k: int) -> None:
-                    framed = FramedStream(await client.new_stream(peer.peer_id, [protocol]))
+                    framed = FramedStream(await client.new_stream(peer_id, [protocol]))
                     results[k] = []
                     for i in range(rounds):
                         await framed.send(payload(k, i))

@@ -85,7 +85,6 @@ def _wrap_locks(cls: type, names: tuple[str, ...], with_rw_lock: bool = False) -
             self.rw_lock._readers_lock = NoYieldWhenFree(self.rw_lock._readers_lock)
             self.rw_lock._writer_lock = NoYieldWhenFree(self.rw_lock._writer_lock)
 
-    __init__.__wrapped__ = stock_init  # type: ignore[attr-defined]
     cls.__init__ = __init__  # type: ignore[misc]
 
 
