@@ -16,6 +16,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from inferchain.models.batched import decode_batch
 from inferchain.models.family import UnknownFamilyError, family_for
 from inferchain.models.folder import MANIFEST, ModelFolder, ModelFolderError
 from inferchain.models.int8 import Int8Linear
@@ -33,14 +34,17 @@ TINY = dict(
 )
 
 
-def tiny_folder(tmp_path: Path, family: str) -> tuple[Path, torch.nn.Module]:
+def tiny_folder(tmp_path: Path, family: str, **config: object) -> tuple[Path, torch.nn.Module]:
+    """A tiny random model of `family` saved as a model folder, and its transformers model read back. `config`
+    overrides the family's test settings (by default Mistral slides a window everywhere, Qwen2 on layers 3..)."""
     torch.manual_seed(0)
     if family == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**TINY, tie_word_embeddings=True))
+        model = LlamaForCausalLM(LlamaConfig(**(TINY | {"tie_word_embeddings": True} | config)))
     elif family == "mistral":
-        model = MistralForCausalLM(MistralConfig(**TINY, sliding_window=5))
+        model = MistralForCausalLM(MistralConfig(**(TINY | {"sliding_window": 5} | config)))
     else:
-        model = Qwen2ForCausalLM(Qwen2Config(**TINY, use_sliding_window=True, sliding_window=5, max_window_layers=3))
+        qwen = {"use_sliding_window": True, "sliding_window": 5, "max_window_layers": 3}
+        model = Qwen2ForCausalLM(Qwen2Config(**(TINY | qwen | config)))
     model.eval()
     folder = tmp_path / family
     save_model_folder(model, None, folder, f"tiny-{family}")
@@ -82,6 +86,57 @@ def test_three_spans_equal_the_whole_model(tmp_path, family):
     assert generated == expected.sequences[0, len(prompt) :].tolist()
     ref_logits = torch.cat(expected.logits)
     assert (logits - ref_logits).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "family, config",
+    [
+        ("llama", {}),
+        ("llama", {"attention_bias": True, "mlp_bias": True}),
+        ("mistral", {"sliding_window": None}),
+        ("qwen2", {"use_sliding_window": False}),  # q/k/v biases
+    ],
+)
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_lean_decode_equals_the_stock_layers(tmp_path, family, config, precision):
+    """models/decode.py: one-token steps through the fused projections equal the stock transformers layers, alone
+    and batched over sessions of ragged lengths, fp32 and int8; the fused weights are the stock ones (shared)."""
+    folder, _ = tiny_folder(tmp_path, family, **config)
+    lean, stock = (
+        SpanModel(folder, 0, 6, precision=precision),
+        SpanModel(folder, 0, 6, precision=precision, lean_decode=False),
+    )
+    assert lean.runs_lean(0, 6) and not stock.runs_lean(0, 6)
+    fused = lean._decode[0].qkv if precision == "fp32" else lean._decode[0].qk  # int8 keeps v_proj fp32
+    q_proj = lean.layers[0].self_attn.q_proj
+    shared = q_proj.weight if precision == "fp32" else q_proj.qweight
+    assert (
+        shared.untyped_storage().data_ptr()
+        == (fused.weight if precision == "fp32" else fused.qweight).untyped_storage().data_ptr()
+    )
+    gen = torch.Generator().manual_seed(1)
+    lengths = [4, 9, 2]
+    caches = {id(span): [span.new_cache() for _ in lengths] for span in (lean, stock)}
+    for n, i in zip(lengths, range(3), strict=True):
+        prompt = torch.randn(1, n, 64, generator=gen)
+        for span in (lean, stock):
+            span.forward(prompt, 0, caches[id(span)][i])
+    positions = list(lengths)
+    for _ in range(4):
+        steps = [torch.randn(1, 1, 64, generator=gen) for _ in lengths]
+        alone = [lean.forward(h, p, c) for h, p, c in zip(steps, positions, caches[id(lean)], strict=True)]
+        expected = [stock.forward(h, p, c) for h, p, c in zip(steps, positions, caches[id(stock)], strict=True)]
+        for a, e in zip(alone, expected, strict=True):
+            assert ((a - e).norm() / e.norm()).item() < 1e-5
+        positions = [p + 1 for p in positions]
+        steps = [torch.randn(1, 1, 64, generator=gen) for _ in lengths]
+        together = decode_batch(lean, steps, positions, caches[id(lean)], 0, 6)
+        expected = decode_batch(stock, steps, positions, caches[id(stock)], 0, 6)
+        for a, e in zip(together, expected, strict=True):
+            assert ((a - e).norm() / e.norm()).item() < 1e-5
+        positions = [p + 1 for p in positions]
+    for span in (lean, stock):
+        assert [c.get_seq_length(0) for c in caches[id(span)]] == [n + 8 for n in lengths]
 
 
 def test_sub_span_of_a_loaded_span(tmp_path):

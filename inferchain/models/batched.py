@@ -65,6 +65,9 @@ def decode_batch(
     longest = int(lengths.max())
     mask = (torch.arange(longest)[None, :] < lengths[:, None])[:, None, None, :]  # [batch, 1, 1, longest]
     batch_cache = CacheBatch(caches)
+    if span.runs_lean(start, end):
+        hidden = span.decode(hidden, pos, batch_cache, start, end, mask)
+        return [hidden[i : i + 1] for i in range(hidden.shape[0])]
     pe = span.rotary(hidden, position_ids=pos)
     for layer in span.layers_between(start, end):
         hidden = layer(

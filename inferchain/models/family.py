@@ -30,6 +30,7 @@ class DecoderFamily:
     embed_key: str = "model.embed_tokens.weight"
     norm_key: str = "model.norm.weight"
     head_key: str = "lm_head.weight"
+    lean_decode: bool = False  # its layers are the structure models/decode.py runs (norms, q/k/v, rotary, gated MLP)
 
     def layer_prefix(self, index: int) -> str:
         return f"model.layers.{index}."

@@ -27,6 +27,10 @@ KEEP_FP32 = ("v_proj", "down_proj")
 class Int8Linear(nn.Module):
     """y = (x @ q.T) * scale, q int8 [out, in] with one bf16 scale per output row (symmetric, absmax / 127)."""
 
+    qweight: torch.Tensor
+    scale: torch.Tensor
+    bias: nn.Parameter | None
+
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         weight = linear.weight.detach().float()
@@ -35,6 +39,17 @@ class Int8Linear(nn.Module):
         self.register_buffer("scale", scale.to(torch.bfloat16))
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
         self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    @classmethod
+    def from_parts(cls, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> Int8Linear:
+        """An Int8Linear over existing int8 rows and their scales (e.g. several projections' rows concatenated)."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scale", scale)
+        self.bias = None if bias is None else nn.Parameter(bias, requires_grad=False)
+        self.out_features, self.in_features = int(qweight.shape[0]), int(qweight.shape[1])
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()

@@ -13,5 +13,6 @@ LLAMA = register(
         layer_class=LlamaDecoderLayer,
         rotary_class=LlamaRotaryEmbedding,
         norm_class=LlamaRMSNorm,
+        lean_decode=True,
     )
 )

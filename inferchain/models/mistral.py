@@ -17,5 +17,6 @@ MISTRAL = register(
         layer_class=MistralDecoderLayer,
         rotary_class=MistralRotaryEmbedding,
         norm_class=MistralRMSNorm,
+        lean_decode=True,
     )
 )

@@ -13,5 +13,6 @@ QWEN2 = register(
         layer_class=Qwen2DecoderLayer,
         rotary_class=Qwen2RotaryEmbedding,
         norm_class=Qwen2RMSNorm,
+        lean_decode=True,
     )
 )

@@ -18,6 +18,7 @@ from torch import nn
 from transformers.cache_utils import DynamicCache
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
+from inferchain.models.decode import DecodeLayer, KVCache, rotation_matrices
 from inferchain.models.family import DecoderFamily, family_for, no_grad_eval
 from inferchain.models.folder import Manifest, ModelFolder, ModelFolderError, tensor_digest
 from inferchain.models.int8 import quantize_int8
@@ -101,9 +102,11 @@ class SpanModel:
         dtype: torch.dtype = torch.float32,
         progress: LoadProgress | None = None,
         precision: Precision = "fp32",
+        lean_decode: bool = True,
     ) -> None:
         """`precision`: "fp32" weights as stored, or "int8" (weight-only int8 with per-channel scales for most
-        linear layers, see models/int8.py; activations stay float)."""
+        linear layers, see models/int8.py; activations stay float). `lean_decode`: run one-token steps by
+        models/decode.py where the family allows it (the default); False keeps the stock layers for every step."""
         if precision not in ("fp32", "int8"):
             raise SpanError(f"precision must be fp32 or int8, got {precision!r}")
         self.precision = precision
@@ -127,6 +130,9 @@ class SpanModel:
         use_fastest_kernels(self.layers)  # the fp32 linears left (all, or those int8 keeps fp32): see kernels.py
         self.rotary = no_grad_eval(family.rotary_class(config=config))
         self._types = [family.layer_type(config, i) for i in range(start, end)]
+        # one-token steps through full-attention layers: models/decode.py (fuses projections, sharing the weights)
+        lean = lean_decode and family.lean_decode
+        self._decode = [DecodeLayer(layer) for layer in self.layers] if lean else None
 
     @property
     def num_layers(self) -> int:
@@ -137,6 +143,30 @@ class SpanModel:
 
     def layers_between(self, start: int, end: int) -> list[nn.Module]:
         return list(self.layers[start - self.start : end - self.start])
+
+    def runs_lean(self, start: int, end: int) -> bool:
+        """Whether one-token steps through layers [start, end) run models/decode.py's lean path."""
+        return self._decode is not None and all(t == "full_attention" for t in self.layer_types(start, end))
+
+    @torch.inference_mode()
+    def decode(
+        self,
+        hidden: torch.Tensor,
+        positions: torch.Tensor,
+        cache: KVCache,
+        start: int,
+        end: int,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One token per session: hidden [batch, 1, hidden] at `positions` [batch, 1] through layers [start, end),
+        by the lean path (only where `runs_lean(start, end)`). `mask` as decode.DecodeLayer takes it."""
+        if self._decode is None or not self.runs_lean(start, end):
+            raise SpanError(f"layers {start}:{end} have no lean decode path")
+        rotation = rotation_matrices(*self.rotary(hidden, position_ids=positions))
+        x = hidden.view(hidden.shape[0], hidden.shape[2])
+        for layer in self._decode[start - self.start : end - self.start]:
+            x = layer(x, rotation, cache, mask)
+        return x.view(hidden.shape)
 
     def new_cache(self) -> DynamicCache:
         return DynamicCache(config=self.info.config)
@@ -168,6 +198,8 @@ class SpanModel:
         types = self._types[first:last]
         hidden = hidden.to(self.dtype)
         positions = torch.arange(position, position + hidden.shape[1]).unsqueeze(0)
+        if hidden.shape[:2] == (1, 1) and self.runs_lean(start, end):
+            return self.decode(hidden, positions, cache, start, end)
         config = self.info.config
         masks: dict[str, Any] = {}
         for layer_type in set(types):

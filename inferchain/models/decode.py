@@ -1,0 +1,150 @@
+"""A lean decode step (one new token per session) through Llama-family decoder layers: the same math as the stock
+transformers layer, in fewer torch calls.
+
+A decode step is weight-bound, and every torch call around the weights costs a few microseconds of dispatch and
+Python whatever the tensor size: the stock layer (rms norms written as seven ops, three q/k/v and two gate/up
+projections, rotary embeddings through helper functions, keyword plumbing) spends about 30% of a one-token step of
+SmolLM2 on them on a 2-core CPU. Here a layer runs as: fused rms norm, one fused q/k/v projection, rotary, the
+session's cache update, scaled-dot-product attention, o projection, fused rms norm, one fused gate/up projection,
+activation, down projection.
+
+The fused projections are the stock weights concatenated once at load; the stock modules then hold views of the
+fused tensors (no second copy), so prefill, which keeps the stock layers, and decode share one set of weights.
+Which kernel runs a fused fp32 projection is timed for its own shape (models/kernels.py); int8 projections fuse
+their int8 rows and per-row scales (models/int8.py), and a fp32 projection is never fused with an int8 one.
+
+Only for families whose adapter declares this structure (`DecoderFamily.lean_decode`), only for full-attention
+layers, and only for one token per session (a sliding window or a prefill takes the stock path). Outputs equal the
+stock layer's up to float rounding; tests/test_models.py checks every family against it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from inferchain.models.int8 import Int8Linear
+from inferchain.models.kernels import FastLinear, linear_fn
+
+
+class KVCache(Protocol):
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, /, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def _fuse(parts: Sequence[Any]) -> Any:
+    """One projection computing the outputs of `parts` side by side, the parts re-pointed at row slices of its
+    tensors; None when the parts cannot share one matmul (different kinds, or biases on some only)."""
+    biases = [getattr(p, "bias", None) for p in parts]
+    if any(b is None for b in biases) and any(b is not None for b in biases):
+        return None
+    bias = None if biases[0] is None else torch.cat([b for b in biases if b is not None])
+    if all(isinstance(p, Int8Linear) for p in parts):
+        int8 = [p for p in parts if isinstance(p, Int8Linear)]
+        fused: Any = Int8Linear.from_parts(
+            torch.cat([p.qweight for p in int8]), torch.cat([p.scale for p in int8]), bias
+        )
+        _share_rows(int8, "qweight", fused.qweight, parameter=False)
+        _share_rows(int8, "scale", fused.scale, parameter=False)
+    elif all(isinstance(p, nn.Linear | FastLinear) and p.weight.dtype == torch.float32 for p in parts):
+        weight = torch.cat([p.weight for p in parts])
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+        linear.weight = nn.Parameter(weight, requires_grad=False)
+        if bias is not None:
+            linear.bias = nn.Parameter(bias, requires_grad=False)
+        fn = linear_fn(weight)
+        fused = linear if fn is torch.nn.functional.linear else FastLinear(linear, fn)
+        _share_rows(parts, "weight", weight)
+    else:
+        return None
+    if bias is not None:
+        _share_rows(parts, "bias", bias)
+    return fused
+
+
+def _share_rows(parts: Sequence[Any], name: str, whole: torch.Tensor, parameter: bool = True) -> None:
+    """Point each part's tensor `name` at its rows of `whole` (the parts' tensors concatenated, in order)."""
+    rows = 0
+    for p in parts:
+        n = getattr(p, name).shape[0]
+        piece = whole[rows : rows + n]
+        setattr(p, name, nn.Parameter(piece, requires_grad=False) if parameter else piece)
+        rows += n
+
+
+class DecodeLayer:
+    """One stock decoder layer's decode step, run lean (see the module docstring). Shares the layer's weights."""
+
+    def __init__(self, layer: Any) -> None:
+        attn, mlp = layer.self_attn, layer.mlp
+        self.layer_idx = int(attn.layer_idx)
+        self.head_dim = int(attn.head_dim)
+        self.scaling = float(attn.scaling)
+        self.norm1, self.norm2 = layer.input_layernorm, layer.post_attention_layernorm
+        self.heads = attn.q_proj.out_features // self.head_dim
+        self.qk_width = attn.q_proj.out_features + attn.k_proj.out_features
+        qkv = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
+        qk = None if qkv is not None else _fuse([attn.q_proj, attn.k_proj])  # int8 keeps v_proj fp32
+        self.qkv, self.qk, self.v = qkv, qk, attn.v_proj
+        self.q, self.k = attn.q_proj, attn.k_proj
+        self.o = attn.o_proj
+        self.inner = mlp.gate_proj.out_features
+        self.gate_up = _fuse([mlp.gate_proj, mlp.up_proj])
+        self.gate, self.up, self.down = mlp.gate_proj, mlp.up_proj, mlp.down_proj
+        self.act = mlp.act_fn
+
+    def _qk_v(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q and k side by side [batch, q width + k width] (rotated together), and v."""
+        if self.qkv is not None:
+            qkv = self.qkv(h)
+            return qkv[:, : self.qk_width], qkv[:, self.qk_width :]
+        if self.qk is not None:
+            return self.qk(h), self.v(h)
+        return torch.cat((self.q(h), self.k(h)), dim=-1), self.v(h)
+
+    def _norm(self, norm: Any, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
+
+    def __call__(
+        self, x: torch.Tensor, rotation: torch.Tensor, cache: KVCache, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """x [batch, hidden] (one token per session) -> the layer's output; `rotation` from rotation_matrices for
+        the sessions' positions; `mask` [batch, 1, 1, keys] (True = attend) for sessions of ragged lengths, None
+        when every key counts."""
+        batch = x.shape[0]
+        qk, v = self._qk_v(self._norm(self.norm1, x))
+        qk = qk.view(batch, -1, 1, self.head_dim) @ rotation  # [batch, heads + kv heads, 1, head_dim]
+        k, v = cache.update(qk[:, self.heads :], v.view(batch, -1, 1, self.head_dim), self.layer_idx)
+        out = torch.nn.functional.scaled_dot_product_attention(
+            qk[:, : self.heads], k, v, attn_mask=mask, scale=self.scaling, enable_gqa=True
+        )
+        x = x + self.o(out.reshape(batch, -1))
+        h = self._norm(self.norm2, x)
+        if self.gate_up is not None:
+            gate_up = self.gate_up(h)
+            gate, up = gate_up[:, : self.inner], gate_up[:, self.inner :]
+        else:
+            gate, up = self.gate(h), self.up(h)
+        return x + self.down(self.act(gate) * up)
+
+
+@functools.cache
+def _half_turn(head_dim: int) -> torch.Tensor:
+    """P with x @ P == rotate_half(x) == cat(-x[half:], x[:half]) for x of `head_dim` values."""
+    half, at = head_dim // 2, torch.arange(head_dim // 2)
+    p = torch.zeros(head_dim, head_dim)
+    p[at + half, at] = -1.0
+    p[at, at + half] = 1.0
+    return p
+
+
+def rotation_matrices(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """[batch, 1, d, d] matrices R with x @ R == x * cos + rotate_half(x) * sin (the stock rotary embedding) for
+    every head of a session at once: one matmul per layer instead of six ops per q and k. cos, sin: [batch, 1, d]
+    from the family's rotary module. R holds cos on its diagonal and +-sin at the half-turn, so each output is
+    the same two products summed (zeros add exactly)."""
+    turn = _half_turn(cos.shape[-1]).to(cos.dtype)
+    return torch.diag_embed(cos) + turn * sin.unsqueeze(-2)  # [batch, 1 (the token), d, d]: broadcast over heads
