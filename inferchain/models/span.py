@@ -18,7 +18,7 @@ from torch import nn
 from transformers.cache_utils import DynamicCache
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
-from inferchain.models.decode import DecodeLayer, KVCache, rotation_matrices
+from inferchain.models.decode import DecodeLayer, KVCache
 from inferchain.models.family import DecoderFamily, family_for, no_grad_eval
 from inferchain.models.folder import Manifest, ModelFolder, ModelFolderError, tensor_digest
 from inferchain.models.int8 import quantize_int8
@@ -162,10 +162,10 @@ class SpanModel:
         by the lean path (only where `runs_lean(start, end)`). `mask` as decode.DecodeLayer takes it."""
         if self._decode is None or not self.runs_lean(start, end):
             raise SpanError(f"layers {start}:{end} have no lean decode path")
-        rotation = rotation_matrices(*self.rotary(hidden, position_ids=positions))
+        cos, sin = (t.unsqueeze(1) for t in self.rotary(hidden, position_ids=positions))
         x = hidden.view(hidden.shape[0], hidden.shape[2])
         for layer in self._decode[start - self.start : end - self.start]:
-            x = layer(x, rotation, cache, mask)
+            x = layer(x, cos, sin, cache, mask)
         return x.view(hidden.shape)
 
     def new_cache(self) -> DynamicCache:
