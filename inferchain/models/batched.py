@@ -1,9 +1,11 @@
 """One decode step for several sessions at once through a span: the weight-bound work (projections, MLP) runs as
 one batch; each session keeps its own KV cache and position.
 
-The stock decoder layers are reused unchanged: a `CacheBatch` stands in for the cache, updates every session's
-own cache with its row of keys/values, and hands attention the keys/values padded to the longest session, with a
-mask that hides the padding. Results equal the unbatched step up to float rounding of the batched matmuls.
+Families with a lean decode step (models/decode.py) run it on the batch, with attention per session on each
+session's own cache. Other families reuse their stock decoder layers unchanged: a `CacheBatch` stands in for the
+cache, updates every session's own cache with its row of keys/values, and hands attention the keys/values padded
+to the longest session, with a mask that hides the padding. Results equal the unbatched step up to float rounding
+of the batched matmuls.
 """
 
 from __future__ import annotations
@@ -61,13 +63,13 @@ def decode_batch(
         return [span.forward(hiddens[0], positions[0], caches[0], start, end)]
     hidden = torch.cat([h.to(span.dtype) for h in hiddens])  # [batch, 1, hidden]
     pos = torch.tensor([[p] for p in positions])
+    if span.runs_lean(start, end):  # models/decode.py: attention per session, on each cache as it is
+        hidden = span.decode(hidden, pos, caches, start, end)
+        return [hidden[i : i + 1] for i in range(hidden.shape[0])]
     lengths = torch.tensor(positions) + 1  # keys each session attends to, after this step
     longest = int(lengths.max())
     mask = (torch.arange(longest)[None, :] < lengths[:, None])[:, None, None, :]  # [batch, 1, 1, longest]
     batch_cache = CacheBatch(caches)
-    if span.runs_lean(start, end):
-        hidden = span.decode(hidden, pos, batch_cache, start, end, mask)
-        return [hidden[i : i + 1] for i in range(hidden.shape[0])]
     pe = span.rotary(hidden, position_ids=pos)
     for layer in span.layers_between(start, end):
         hidden = layer(

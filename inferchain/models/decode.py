@@ -113,20 +113,26 @@ class DecodeLayer:
         return torch.nn.functional.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
 
     def __call__(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache, mask: torch.Tensor | None
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, caches: Sequence[KVCache]
     ) -> torch.Tensor:
         """x [batch, hidden] (one token per session) -> the layer's output; cos, sin [batch, 1, 1, head_dim] from
-        the family's rotary module at the sessions' positions; `mask` [batch, 1, 1, keys] (True = attend) for
-        sessions of ragged lengths, None when every key counts."""
+        the family's rotary module at the sessions' positions; `caches`: each session's own KV cache, in order."""
         batch = x.shape[0]
         qk, v = self._qk_v(self._norm(self.norm1, x), fused=batch == 1)
         qk = qk.view(batch, -1, 1, self.head_dim)  # [batch, heads + kv heads, 1, head_dim]
         half = self.head_dim // 2  # the stock rotary embedding's ops, for q and k at once:
         qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
-        k, v = cache.update(qk[:, self.heads :], v.view(batch, -1, 1, self.head_dim), self.layer_idx)
-        out = torch.nn.functional.scaled_dot_product_attention(
-            qk[:, : self.heads], k, v, attn_mask=mask, scale=self.scaling, enable_gqa=True
-        )
+        v = v.view(batch, -1, 1, self.head_dim)
+        # Attention per session, on its own cache as it is: no padding of ragged sessions to one batch (and no
+        # mask), which copied every session's keys and values twice more per layer (a 16-session step 86 -> 79 ms)
+        outs = []
+        for i, cache in enumerate(caches):
+            k, v_i = cache.update(qk[i : i + 1, self.heads :], v[i : i + 1], self.layer_idx)
+            q = qk[i : i + 1, : self.heads]
+            outs.append(
+                torch.nn.functional.scaled_dot_product_attention(q, k, v_i, scale=self.scaling, enable_gqa=True)
+            )
+        out = outs[0] if batch == 1 else torch.cat(outs)
         x = x + self.o(out.reshape(batch, -1))
         h = self._norm(self.norm2, x)
         if self.gate_up is not None and batch == 1:

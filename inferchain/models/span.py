@@ -7,7 +7,7 @@ are addressed by absolute layer index.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -153,19 +153,18 @@ class SpanModel:
         self,
         hidden: torch.Tensor,
         positions: torch.Tensor,
-        cache: KVCache,
+        caches: Sequence[KVCache],
         start: int,
         end: int,
-        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One token per session: hidden [batch, 1, hidden] at `positions` [batch, 1] through layers [start, end),
-        by the lean path (only where `runs_lean(start, end)`). `mask` as decode.DecodeLayer takes it."""
+        """One token per session: hidden [batch, 1, hidden] at `positions` [batch, 1], each session with its own
+        cache (`caches`, in order), through layers [start, end) by the lean path (only where `runs_lean`)."""
         if self._decode is None or not self.runs_lean(start, end):
             raise SpanError(f"layers {start}:{end} have no lean decode path")
         cos, sin = (t.unsqueeze(1) for t in self.rotary(hidden, position_ids=positions))
         x = hidden.view(hidden.shape[0], hidden.shape[2])
         for layer in self._decode[start - self.start : end - self.start]:
-            x = layer(x, cos, sin, cache, mask)
+            x = layer(x, cos, sin, caches)
         return x.view(hidden.shape)
 
     def new_cache(self) -> DynamicCache:
@@ -199,7 +198,7 @@ class SpanModel:
         hidden = hidden.to(self.dtype)
         positions = torch.arange(position, position + hidden.shape[1]).unsqueeze(0)
         if hidden.shape[:2] == (1, 1) and self.runs_lean(start, end):
-            return self.decode(hidden, positions, cache, start, end)
+            return self.decode(hidden, positions, [cache], start, end)
         config = self.info.config
         masks: dict[str, Any] = {}
         for layer_type in set(types):
