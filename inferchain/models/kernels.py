@@ -6,10 +6,10 @@ Neither wins everywhere, so each weight shape is timed once per process with bot
 step (1 and 16 rows; the LM head at 1), the two taking turns over five rounds (a noisy machine then slows both
 alike), and oneDNN replaces torch's default only when it is at least 3% faster: a close call (the fused 3072x576
 gate/up weight here: 0.256 vs 0.270 ms at one row, 1.86 vs 1.99 ms at 16) would otherwise flip from one process to
-the next. Measured per call with one thread on two
-2-core hosts: on one, oneDNN won every SmolLM2 shape (576x1536: 0.24 -> 0.15 ms at 1 row, 0.61 -> 0.41 ms at 16
-rows; the 49152x576 LM head 9.0 -> 6.2 ms); on an AVX2 AMD EPYC, MKL won the layers' shapes (576x1536 at 16 rows:
-0.58 ms vs 0.73) and oneDNN still won the LM head (12.6 -> 11.1 ms).
+the next. Measured per call with one thread on two 2-core hosts: on one, oneDNN won every SmolLM2 shape (576x1536:
+0.24 -> 0.15 ms at 1 row, 0.61 -> 0.41 ms at 16 rows; the 49152x576 LM head 9.0 -> 6.2 ms); on an AVX2 AMD EPYC,
+MKL won the layers' shapes (576x1536 at 16 rows: 0.58 ms vs 0.73) and oneDNN still won the LM head (12.6 -> 11.1
+ms).
 
 `INFERCHAIN_LINEAR_KERNEL=torch|onednn` fixes the choice (default `auto`: time both). Where torch lacks oneDNN
 (`torch.backends.mkldnn.is_available()` false) every layer stays on torch.

@@ -162,7 +162,7 @@ class SpanModel:
         if self._decode is None or not self.runs_lean(start, end):
             raise SpanError(f"layers {start}:{end} have no lean decode path")
         cos, sin = (t.unsqueeze(1) for t in self.rotary(hidden, position_ids=positions))
-        x = hidden.view(hidden.shape[0], hidden.shape[2])
+        x = hidden.reshape(hidden.shape[0], hidden.shape[2])
         for layer in self._decode[start - self.start : end - self.start]:
             x = layer(x, cos, sin, caches)
         return x.view(hidden.shape)
