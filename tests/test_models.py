@@ -117,7 +117,7 @@ def test_lean_decode_equals_the_stock_layers(tmp_path, family, config, precision
     gen = torch.Generator().manual_seed(1)
     lengths = [4, 9, 2]
     caches = {id(span): [span.new_cache() for _ in lengths] for span in (lean, stock)}
-    for n, i in zip(lengths, range(3), strict=True):
+    for i, n in enumerate(lengths):
         prompt = torch.randn(1, n, 64, generator=gen)
         for span in (lean, stock):
             span.forward(prompt, 0, caches[id(span)][i])
