@@ -48,12 +48,11 @@ def _fuse(parts: Sequence[Any]) -> Any:
         return None
     bias = None if biases[0] is None else torch.cat([b for b in biases if b is not None])
     if all(isinstance(p, Int8Linear) for p in parts):
-        int8 = [p for p in parts if isinstance(p, Int8Linear)]
         fused: Any = Int8Linear.from_parts(
-            torch.cat([p.qweight for p in int8]), torch.cat([p.scale for p in int8]), bias
+            torch.cat([p.qweight for p in parts]), torch.cat([p.scale for p in parts]), bias
         )
-        _share_rows(int8, "qweight", fused.qweight, parameter=False)
-        _share_rows(int8, "scale", fused.scale, parameter=False)
+        _share_rows(parts, "qweight", fused.qweight, parameter=False)
+        _share_rows(parts, "scale", fused.scale, parameter=False)
     elif all(isinstance(p, nn.Linear | FastLinear) and p.weight.dtype == torch.float32 for p in parts):
         weight = torch.cat([p.weight for p in parts])
         linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
