@@ -98,15 +98,26 @@ def test_three_spans_equal_the_whole_model(tmp_path, family):
     ],
 )
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
-def test_lean_decode_equals_the_stock_layers(tmp_path, family, config, precision):
+@pytest.mark.parametrize("kernel", ["torch", "onednn"])  # onednn: batches on packed weight copies
+def test_lean_decode_equals_the_stock_layers(tmp_path, monkeypatch, family, config, precision, kernel):
     """models/decode.py: one-token steps through the fused projections equal the stock transformers layers, alone
-    and batched over sessions of ragged lengths, fp32 and int8; the fused weights are the stock ones (shared)."""
+    and batched over sessions of ragged lengths, fp32 and int8, batches on the shared or on packed weights, caches
+    written in place (models/cache.py); the fused weights are the stock ones (shared)."""
+    from inferchain.models import kernels
+
+    if kernel == "onednn" and not kernels.onednn_available():
+        pytest.skip("this torch has no oneDNN")
+    monkeypatch.setenv("INFERCHAIN_LINEAR_KERNEL", kernel)
     folder, _ = tiny_folder(tmp_path, family, **config)
     lean, stock = (
         SpanModel(folder, 0, 6, precision=precision),
         SpanModel(folder, 0, 6, precision=precision, lean_decode=False),
     )
     assert lean.runs_lean(0, 6) and not stock.runs_lean(0, 6)
+    layer = lean._decode[0]
+    # packed copies only with oneDNN fixed, and only of fp32 weights (int8 keeps v_proj and down_proj fp32)
+    assert layer.batch_down.packed == (kernel == "onednn")
+    assert layer.batch_gate_up.packed == (kernel == "onednn" and precision == "fp32")
     fused = lean._decode[0].qkv if precision == "fp32" else lean._decode[0].qk  # int8 keeps v_proj fp32
     q_proj = lean.layers[0].self_attn.q_proj
     shared = q_proj.weight if precision == "fp32" else q_proj.qweight
@@ -116,7 +127,7 @@ def test_lean_decode_equals_the_stock_layers(tmp_path, family, config, precision
     )
     gen = torch.Generator().manual_seed(1)
     lengths = [4, 9, 2]
-    caches = {id(span): [span.new_cache() for _ in lengths] for span in (lean, stock)}
+    caches = {id(lean): [lean.new_cache(32) for _ in lengths], id(stock): [stock.new_cache() for _ in lengths]}
     for i, n in enumerate(lengths):
         prompt = torch.randn(1, n, 64, generator=gen)
         for span in (lean, stock):
@@ -137,6 +148,43 @@ def test_lean_decode_equals_the_stock_layers(tmp_path, family, config, precision
         positions = [p + 1 for p in positions]
     for span in (lean, stock):
         assert [c.get_seq_length(0) for c in caches[id(span)]] == [n + 8 for n in lengths]
+
+
+def test_session_cache_writes_in_place_and_equals_the_growing_one(tmp_path):
+    """models/cache.py: a session's cache reserved for its length takes each token in place (its keys stay views
+    of one buffer) and gives what transformers' growing cache gives; past its capacity, or once its tensors were
+    replaced (a crop), it concatenates instead, still equal."""
+    from inferchain.models.cache import ReservedLayer
+
+    folder, _ = tiny_folder(tmp_path, "llama")
+    span = SpanModel(folder, 0, 6)
+    reserved, growing = span.new_cache(10), span.new_cache()
+    assert all(isinstance(layer, ReservedLayer) for layer in reserved.layers)
+    assert not any(isinstance(layer, ReservedLayer) for layer in growing.layers)
+    gen = torch.Generator().manual_seed(3)
+
+    def step(h: torch.Tensor, pos: int) -> None:
+        a, b = span.forward(h, pos, reserved), span.forward(h, pos, growing)
+        assert ((a - b).norm() / b.norm()).item() < 1e-6
+        for r, g in zip(reserved.layers, growing.layers, strict=True):
+            assert torch.equal(r.keys, g.keys) and torch.equal(r.values, g.values)
+
+    step(torch.randn(1, 4, 64, generator=gen), 0)  # the prompt, through the stock layers
+    buffer = reserved.layers[2]._buffers[0]
+    for pos in range(4, 10):  # up to the capacity: in place
+        step(torch.randn(1, 1, 64, generator=gen), pos)
+        assert reserved.layers[2].keys.data_ptr() == buffer.data_ptr()
+    step(torch.randn(1, 1, 64, generator=gen), 10)  # one more than reserved: concatenated, still right
+    assert reserved.layers[2].keys.data_ptr() != buffer.data_ptr()
+    assert reserved.get_seq_length(2) == 11
+
+    reserved, growing = span.new_cache(10), span.new_cache()
+    step(torch.randn(1, 3, 64, generator=gen), 0)
+    for cache in (reserved, growing):
+        cache.crop(-1)  # transformers replaces the layers' tensors (views): the reserved layer goes on right
+    for pos in range(2, 5):  # (the last prompt token dropped)
+        step(torch.randn(1, 1, 64, generator=gen), pos)
+    assert reserved.get_seq_length(0) == 5
 
 
 def test_sub_span_of_a_loaded_span(tmp_path):

@@ -176,14 +176,19 @@ def test_idle_session_expires_and_its_memory_is_freed(small_node, host, smollm2)
 
 def test_session_table_budget_and_limits():
     table = SessionTable(SessionLimits(max_sessions=3, max_length=100, cache_budget_bytes=10_000), 10)
-    _, first = table.open("a", "p", (0, 5), "f16", 100, dict)  # 100 tokens x 5 layers x 10 bytes = 5,000
+
+    def cache(tokens: int) -> dict[str, int]:  # stands in for SpanModel.new_cache: sized for the session
+        return {"tokens": tokens}
+
+    _, first = table.open("a", "p", (0, 5), "f16", 100, cache)  # 100 tokens x 5 layers x 10 bytes = 5,000
+    assert first.cache == {"tokens": 100}
     with pytest.raises(Exception) as e:
-        table.open("b", "p", (0, 6), "f16", 100, dict)  # 6,000 more: over budget
+        table.open("b", "p", (0, 6), "f16", 100, cache)  # 6,000 more: over budget
     assert getattr(e.value, "code", None) == ErrorCode.NODE_FULL
     with pytest.raises(Exception) as e:
-        table.open("c", "p", (0, 1), "f16", 101, dict)
+        table.open("c", "p", (0, 1), "f16", 101, cache)
     assert getattr(e.value, "code", None) == ErrorCode.TOO_LONG
-    _, second = table.open("d", "p", (0, 5), "f16", 100, dict)
+    _, second = table.open("d", "p", (0, 5), "f16", 100, cache)
     assert table.free_cache_tokens() == 0
     second.last_active -= 1000
     assert table.expire_idle() == 1 and len(table) == 1 and table.free_cache_tokens() == 500

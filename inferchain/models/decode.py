@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from inferchain.models.int8 import Int8Linear
-from inferchain.models.kernels import FastLinear, linear_fn
+from inferchain.models.kernels import FastLinear, PackedLinear, linear_fn, packed_linear
 
 
 class KVCache(Protocol):
@@ -79,10 +79,41 @@ def _share_rows(parts: Sequence[Any], name: str, whole: torch.Tensor, parameter:
         rows += n
 
 
+def _plain_fp32(part: Any) -> bool:
+    return isinstance(part, nn.Linear | FastLinear) and part.weight.dtype == torch.float32
+
+
+class BatchProjection:
+    """Projections of one input, side by side ([rows, their outputs together]), for batched steps. With `pack`:
+    one oneDNN-packed copy of their fp32 weights concatenated where that is timed faster at batch rows
+    (models/kernels.py `packed_linear`), else each fp32 part on its own packed copy where that pays; every other
+    part (int8, or packing off) runs as it is, on the stock module."""
+
+    def __init__(self, parts: Sequence[Any], pack: bool) -> None:
+        calls: list[Any] = list(parts)
+        biased = [getattr(p, "bias", None) is not None for p in parts]
+        if pack and all(_plain_fp32(p) for p in parts) and (all(biased) or not any(biased)):
+            bias = torch.cat([p.bias for p in parts]) if biased[0] else None
+            whole = packed_linear(torch.cat([p.weight for p in parts]), bias)
+            calls = [whole] if whole is not None else calls
+        if pack and len(calls) > 1:
+            calls = [(packed_linear(p.weight, p.bias) if _plain_fp32(p) else None) or p for p in parts]
+        self.calls = calls
+
+    @property
+    def packed(self) -> bool:
+        return any(isinstance(c, PackedLinear) for c in self.calls)
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        outs = [c(h) for c in self.calls]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+
+
 class DecodeLayer:
     """One stock decoder layer's decode step, run lean (see the module docstring). Shares the layer's weights."""
 
-    def __init__(self, layer: Any) -> None:
+    def __init__(self, layer: Any, batch_weights: bool = True) -> None:
+        """`batch_weights`: batched steps may use packed copies of the fp32 projection weights (BatchProjection)."""
         attn, mlp = layer.self_attn, layer.mlp
         self.layer_idx = int(attn.layer_idx)
         self.head_dim = int(attn.head_dim)
@@ -99,16 +130,22 @@ class DecodeLayer:
         self.gate_up = _fuse([mlp.gate_proj, mlp.up_proj])
         self.gate, self.up, self.down = mlp.gate_proj, mlp.up_proj, mlp.down_proj
         self.act = mlp.act_fn
+        self.batch_qkv = BatchProjection([attn.q_proj, attn.k_proj, attn.v_proj], batch_weights)
+        self.batch_o = BatchProjection([attn.o_proj], batch_weights)
+        self.batch_gate_up = BatchProjection([mlp.gate_proj, mlp.up_proj], batch_weights)
+        self.batch_down = BatchProjection([mlp.down_proj], batch_weights)
 
-    def _qk_v(self, h: torch.Tensor, fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """q and k side by side [batch, q width + k width] (rotated together), and v; by the fused projections
-        if `fused` (one row: the call overhead is what fusing saves)."""
-        if fused and self.qkv is not None:
+    def _qk_v(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q and k side by side [batch, q width + k width] (rotated together), and v."""
+        if h.shape[0] > 1:
+            qkv = self.batch_qkv(h)
+        elif self.qkv is not None:
             qkv = self.qkv(h)
-            return qkv[:, : self.qk_width], qkv[:, self.qk_width :]
-        if fused and self.qk is not None:
+        elif self.qk is not None:
             return self.qk(h), self.v(h)
-        return torch.cat((self.q(h), self.k(h)), dim=-1), self.v(h)
+        else:
+            qkv = torch.cat((self.q(h), self.k(h), self.v(h)), dim=-1)
+        return qkv[:, : self.qk_width], qkv[:, self.qk_width :]
 
     def _norm(self, norm: Any, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
@@ -119,26 +156,29 @@ class DecodeLayer:
         """x [batch, hidden] (one token per session) -> the layer's output; cos, sin [batch, 1, 1, head_dim] from
         the family's rotary module at the sessions' positions; `caches`: each session's own KV cache, in order."""
         batch = x.shape[0]
-        qk, v = self._qk_v(self._norm(self.norm1, x), fused=batch == 1)
+        qk, v = self._qk_v(self._norm(self.norm1, x))
         qk = qk.view(batch, -1, 1, self.head_dim)  # [batch, heads + kv heads, 1, head_dim]
         half = self.head_dim // 2  # the stock rotary embedding's ops, for q and k at once:
         qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
         v = v.view(batch, -1, 1, self.head_dim)
         # attention per session, on its own cache as it is: padding ragged sessions to one batch copied every
         # session's keys and values twice more per layer
+        # a kv head's query heads (adjacent, as grouped-query attention pairs them) go in as rows of one query:
+        # the same attention, in fewer and larger kernel calls than SDPA's own grouped path
+        kv_heads = qk.shape[1] - self.heads
+        q = qk[:, : self.heads].reshape(batch, kv_heads, self.heads // kv_heads, self.head_dim)
         outs = []
         for i, cache in enumerate(caches):
             k, v_i = cache.update(qk[i : i + 1, self.heads :], v[i : i + 1], self.layer_idx)
-            q = qk[i : i + 1, : self.heads]
-            outs.append(
-                torch.nn.functional.scaled_dot_product_attention(q, k, v_i, scale=self.scaling, enable_gqa=True)
-            )
+            outs.append(torch.nn.functional.scaled_dot_product_attention(q[i : i + 1], k, v_i, scale=self.scaling))
         out = outs[0] if batch == 1 else torch.cat(outs)
-        x = x + self.o(out.reshape(batch, -1))
+        x = x + (self.o if batch == 1 else self.batch_o)(out.reshape(batch, -1))
         h = self._norm(self.norm2, x)
-        if self.gate_up is not None and batch == 1:
+        if batch > 1:
+            gate_up = self.batch_gate_up(h)
+        elif self.gate_up is not None:
             gate_up = self.gate_up(h)
-            gate, up = gate_up[:, : self.inner], gate_up[:, self.inner :]
         else:
-            gate, up = self.gate(h), self.up(h)
-        return x + self.down(self.act(gate) * up)
+            return x + self.down(self.act(self.gate(h)) * self.up(h))
+        gate, up = gate_up[:, : self.inner], gate_up[:, self.inner :]
+        return x + (self.down if batch == 1 else self.batch_down)(self.act(gate) * up)

@@ -45,20 +45,30 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
 KERNELS: dict[Kernel, LinearFn] = {"torch": torch.nn.functional.linear, "onednn": _onednn}
 
 
-def _best_seconds(x: torch.Tensor, weight: torch.Tensor, calls: int, repeats: int = 5) -> dict[Kernel, float]:
-    """Per kernel, the best time of `calls` calls over `repeats` rounds, the kernels taking turns within each round
-    (a noisy machine only ever adds time, and slows both alike when they alternate)."""
+def _best_seconds(
+    x: torch.Tensor, fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], calls: int, repeats: int = 5
+) -> dict[str, float]:
+    """Per function, the best time of `calls` calls on `x` over `repeats` rounds, the functions taking turns within
+    each round (a noisy machine only ever adds time, and slows all alike when they alternate)."""
     with torch.inference_mode():
-        for fn in KERNELS.values():
-            fn(x, weight, None)  # warm-up: oneDNN builds its primitive for the shape on the first call
-        best: dict[Kernel, float] = dict.fromkeys(KERNELS, float("inf"))
+        for fn in fns.values():
+            fn(x)  # warm-up: oneDNN builds its primitive for the shape on the first call
+        best = dict.fromkeys(fns, float("inf"))
         for _ in range(repeats):
-            for name, fn in KERNELS.items():
+            for name, fn in fns.items():
                 started = time.perf_counter()
                 for _ in range(calls):
-                    fn(x, weight, None)
+                    fn(x)
                 best[name] = min(best[name], time.perf_counter() - started)
     return best
+
+
+def _on(fn: LinearFn, weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda x: fn(x, weight, None)
+
+
+def _timed_calls(weight: torch.Tensor) -> int:
+    return max(2, min(50, 2_000_000 // weight.numel()))  # about the same time per shape: small ones more calls
 
 
 MARGIN = 0.97  # oneDNN replaces torch's default only when it takes at most this share of torch's time
@@ -67,24 +77,30 @@ MARGIN = 0.97  # oneDNN replaces torch's default only when it takes at most this
 _chosen: dict[tuple[int, int, tuple[int, ...]], Kernel] = {}
 
 
-def kernel_for(weight: torch.Tensor, rows: tuple[int, ...] = ROWS) -> Kernel:
-    """The faster kernel for an fp32 weight of this shape on this machine, with this process's torch threads,
-    timed on `weight` itself at these row counts (once per shape and process)."""
+def _fixed_kernel() -> Kernel | None:
+    """The kernel INFERCHAIN_LINEAR_KERNEL fixes, or None for `auto` (time both)."""
     fixed = os.environ.get("INFERCHAIN_LINEAR_KERNEL", "auto")
     if fixed not in ("auto", "torch", "onednn"):
         raise KernelChoiceError(f"INFERCHAIN_LINEAR_KERNEL must be auto, torch or onednn, not {fixed!r}")
     if fixed == "onednn" and not onednn_available():
         raise KernelChoiceError("INFERCHAIN_LINEAR_KERNEL=onednn, but this torch has no oneDNN")
-    if fixed != "auto":
-        return cast(Kernel, fixed)
+    return None if fixed == "auto" else cast(Kernel, fixed)
+
+
+def kernel_for(weight: torch.Tensor, rows: tuple[int, ...] = ROWS) -> Kernel:
+    """The faster kernel for an fp32 weight of this shape on this machine, with this process's torch threads,
+    timed on `weight` itself at these row counts (once per shape and process)."""
+    fixed = _fixed_kernel()
+    if fixed is not None:
+        return fixed
     if not onednn_available():
         return "torch"
     key = (int(weight.shape[0]), int(weight.shape[1]), rows)
     if key not in _chosen:
-        calls = max(2, min(50, 2_000_000 // weight.numel()))  # about the same time per shape: small ones more calls
-        total: dict[Kernel, float] = dict.fromkeys(KERNELS, 0.0)
+        fns: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {n: _on(fn, weight) for n, fn in KERNELS.items()}
+        total = dict.fromkeys(fns, 0.0)
         for n in rows:
-            for name, seconds in _best_seconds(torch.randn(1, n, key[1]), weight, calls).items():
+            for name, seconds in _best_seconds(torch.randn(1, n, key[1]), fns, _timed_calls(weight)).items():
                 total[name] += seconds
         _chosen[key] = "onednn" if total["onednn"] < MARGIN * total["torch"] else "torch"
     return _chosen[key]
@@ -127,3 +143,48 @@ def use_fastest_kernels(module: nn.Module) -> nn.Module:
                 if fn is not torch.nn.functional.linear:
                     setattr(parent, name, FastLinear(child, fn))
     return module
+
+
+BATCH_ROWS = (4, 16)  # batches of a few and of 16 sessions' decode steps
+PACK_FOR = 16  # the row count oneDNN lays a packed weight out for (it serves any row count)
+
+
+class PackedLinear:
+    """y = x @ weight.T + bias on oneDNN's own blocked copy of the weight, laid out for PACK_FOR-row inputs: for
+    batched decode steps, where it is much faster than the plain weight (see packed_linear). A copy: it costs the
+    weight's memory again."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACK_FOR)
+        self.bias = None if bias is None else bias.detach()
+        self.out_features, self.in_features = int(weight.shape[0]), int(weight.shape[1])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
+_packing_pays: dict[tuple[int, int], bool] = {}
+
+
+def packed_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> PackedLinear | None:
+    """A PackedLinear of this fp32 weight for batched steps where it pays: timed against the plain weight's kernel
+    at BATCH_ROWS rows (once per shape and process) and used when at least MARGIN faster; always with
+    INFERCHAIN_LINEAR_KERNEL=onednn, never with =torch, nor where torch lacks oneDNN. None: keep the plain weight."""
+    if weight.dtype != torch.float32 or weight.is_cuda or weight.dim() != 2:
+        return None
+    fixed = _fixed_kernel()
+    if fixed is not None or not onednn_available():
+        return PackedLinear(weight, bias) if fixed == "onednn" else None
+    packed = PackedLinear(weight, bias)
+    key = (int(weight.shape[0]), int(weight.shape[1]))
+    if key not in _packing_pays:
+        fns: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+            "plain": _on(KERNELS[kernel_for(weight)], weight),
+            "packed": packed,
+        }
+        total = dict.fromkeys(fns, 0.0)
+        for n in BATCH_ROWS:
+            for name, seconds in _best_seconds(torch.randn(n, key[1]), fns, _timed_calls(weight)).items():
+                total[name] += seconds
+        _packing_pays[key] = total["packed"] < MARGIN * total["plain"]
+    return packed if _packing_pays[key] else None

@@ -18,6 +18,7 @@ from torch import nn
 from transformers.cache_utils import DynamicCache
 from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
+from inferchain.models.cache import session_cache
 from inferchain.models.decode import DecodeLayer, KVCache
 from inferchain.models.family import DecoderFamily, family_for, no_grad_eval
 from inferchain.models.folder import Manifest, ModelFolder, ModelFolderError, tensor_digest
@@ -103,10 +104,14 @@ class SpanModel:
         progress: LoadProgress | None = None,
         precision: Precision = "fp32",
         lean_decode: bool = True,
+        batch_weights: bool = True,
     ) -> None:
         """`precision`: "fp32" weights as stored, or "int8" (weight-only int8 with per-channel scales for most
         linear layers, see models/int8.py; activations stay float). `lean_decode`: run one-token steps by
-        models/decode.py where the family allows it (the default); False keeps the stock layers for every step."""
+        models/decode.py where the family allows it (the default); False keeps the stock layers for every step.
+        `batch_weights`: batched steps of several sessions may run the fp32 projections on oneDNN-packed copies of
+        their weights where that is timed faster (models/decode.py `BatchProjection`; it costs those weights'
+        memory again); False: batches use the one set of weights."""
         if precision not in ("fp32", "int8"):
             raise SpanError(f"precision must be fp32 or int8, got {precision!r}")
         self.precision = precision
@@ -132,7 +137,7 @@ class SpanModel:
         self._types = [family.layer_type(config, i) for i in range(start, end)]
         # one-token steps through full-attention layers: models/decode.py (fuses projections, sharing the weights)
         lean = lean_decode and family.lean_decode
-        self._decode = [DecodeLayer(layer) for layer in self.layers] if lean else None
+        self._decode = [DecodeLayer(layer, batch_weights) for layer in self.layers] if lean else None
 
     @property
     def num_layers(self) -> int:
@@ -167,8 +172,9 @@ class SpanModel:
             x = layer(x, cos, sin, caches)
         return x.view(hidden.shape)
 
-    def new_cache(self) -> DynamicCache:
-        return DynamicCache(config=self.info.config)
+    def new_cache(self, max_length: int | None = None) -> DynamicCache:
+        """A session's cache; given the most tokens it will hold, written in place (models/cache.py)."""
+        return session_cache(self.info.config, max_length)
 
     def cache_bytes_per_token(self, num_layers: int | None = None) -> int:
         """KV cache bytes one token costs in `num_layers` layers of this span (default: all of them)."""

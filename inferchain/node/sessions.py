@@ -79,7 +79,7 @@ class SessionTable:
                 f"{self.free_cache_tokens() // num_layers} tokens free",
             )
         self._next += 1
-        session = Session(session_id, peer, layers[0], layers[1], dtype, max_length, need, new_cache())
+        session = Session(session_id, peer, layers[0], layers[1], dtype, max_length, need, new_cache(max_length))
         self._sessions[self._next] = session
         return self._next, session
 
