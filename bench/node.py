@@ -1,8 +1,9 @@
 """One node, a 10-layer SmolLM2 span, 1 / 4 / 16 concurrent sessions: aggregate tokens/s and per-session
 ms/token, fp32 vs int8 weights, f16 vs i8 wire; plus the quality cost of int8 weights and i8 wire (top-1
-agreement with fp32 over a fixed text, teacher-forced). Prints a table; appends JSON lines to
-bench/results/node.jsonl.
-    python bench/node.py [--steps 24] [--sessions 1 4 16]
+agreement with fp32 over a fixed text, teacher-forced). Both nodes run at once and every configuration is
+measured once per round; the table gives medians over the rounds, each ratio taken within a round. Prints a
+table (and each round's ratios); appends JSON lines to bench/results/node.jsonl.
+    python bench/node.py [--steps 24] [--sessions 1 4 16] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import platform
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -114,6 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 16])
+    ap.add_argument("--rounds", type=int, default=3, help="every configuration once per round; medians reported")
     ap.add_argument(
         "--node-threads",
         type=int,
@@ -125,7 +128,6 @@ def main() -> None:
     folder = default_model_dir()
     prepare_default_model(folder)
     model_id = ModelHead(folder).info.model_id
-    rows = []
     # One client peer drives every session, and a peer may hold 3/4 of a node's slots (session flooding guard):
     # give the node enough slots that the largest run fits in that share.
     slots = str((4 * max(args.sessions) + 2) // 3)
@@ -133,43 +135,58 @@ def main() -> None:
     # leaves, as the local launcher shares cores among co-located processes (two OpenMP threads on two cores
     # beside a busy client stall on each other's barriers).
     node_threads = args.node_threads or threads_per_node(2)
-    with tempfile.TemporaryDirectory() as tmp, HostThread(load_or_create_identity(None)) as host:
+    # Both nodes (fp32, int8) run at once, one of them busy at a time, and every configuration is measured once
+    # per round, the rounds one after another: a noisy host then drifts across all configurations alike, and each
+    # ratio (16 vs 1 sessions, int8 vs fp32) is taken within a round, then its median over the rounds reported.
+    configs = [(p, w, n) for w in ("f16", "i8") for n in args.sessions for p in ("fp32", "int8")]
+    runs: dict[tuple[str, str, int], list[dict[str, float]]] = {c: [] for c in configs}
+    with tempfile.TemporaryDirectory() as tmp, HostThread(load_or_create_identity(None)) as host, ExitStack() as stack:
+        addr = {}
         for precision in ("fp32", "int8"):
             node_args = ["--precision", precision, "--max-sessions", slots, "--threads", str(node_threads)]
-            with local_swarm([(0, 10)], Path(tmp) / precision, folder, node_args) as nodes:
-                concurrent_decode(host, nodes[0].addr, model_id, 1, 4, "f16")  # warm-up
-                for wire in ("f16", "i8"):
-                    for n in args.sessions:
-                        before = node_compute(host, nodes[0].addr)
-                        tps, ms = concurrent_decode(host, nodes[0].addr, model_id, n, args.steps, wire)
-                        after = node_compute(host, nodes[0].addr)
-                        rows.append(
-                            {
-                                "precision": precision,
-                                "wire": wire,
-                                "sessions": n,
-                                "aggregate_tokens_per_s": round(tps, 1),
-                                "ms_per_token": round(ms, 2),
-                            }
-                        )
-                        if n == 1:  # the node's own compute per token (its step profile), network excluded
-                            steps = after[0] - before[0]
-                            rows[-1]["node_compute_ms_per_token"] = round((after[1] - before[1]) / steps, 2)
-                        print(
-                            f"{precision:>5} {wire:>4} {n:>3} sessions: {tps:8.1f} tok/s aggregate, "
-                            f"{ms:7.2f} ms/token per session",
-                            flush=True,
-                        )
-    base = {(r["precision"], r["wire"]): r for r in rows if r["sessions"] == min(args.sessions)}
-    for r in rows:
-        r["vs_one_session"] = round(
-            r["aggregate_tokens_per_s"] / base[(r["precision"], r["wire"])]["aggregate_tokens_per_s"], 2
-        )
+            nodes = stack.enter_context(local_swarm([(0, 10)], Path(tmp) / precision, folder, node_args))
+            addr[precision] = nodes[0].addr
+            concurrent_decode(host, addr[precision], model_id, 1, 4, "f16")  # warm-up
+        for r in range(args.rounds):
+            for precision, wire, n in configs:
+                before = node_compute(host, addr[precision])
+                tps, ms = concurrent_decode(host, addr[precision], model_id, n, args.steps, wire)
+                after = node_compute(host, addr[precision])
+                run = {"tokens_per_s": tps, "ms_per_token": ms}
+                if n == 1:  # the node's own compute per token (its step profile), network excluded
+                    run["compute_ms"] = (after[1] - before[1]) / (after[0] - before[0])
+                runs[(precision, wire, n)].append(run)
+                print(
+                    f"round {r + 1}: {precision:>5} {wire:>4} {n:>3} sessions: {tps:8.1f} tok/s aggregate, "
+                    f"{ms:7.2f} ms/token per session",
+                    flush=True,
+                )
+    one = min(args.sessions)
+
+    def ratio(a: tuple[str, str, int], b: tuple[str, str, int], key: str, invert: bool = False) -> float:
+        """Median over rounds of a's figure / b's (b's / a's with `invert`), each round's pair taken together."""
+        pairs = zip(runs[a], runs[b], strict=True)
+        return round(float(np.median([(y[key] / x[key]) if invert else (x[key] / y[key]) for x, y in pairs])), 2)
+
+    rows = []
+    for precision, wire, n in configs:
+        got = runs[(precision, wire, n)]
+        row: dict[str, object] = {
+            "precision": precision,
+            "wire": wire,
+            "sessions": n,
+            "aggregate_tokens_per_s": round(float(np.median([g["tokens_per_s"] for g in got])), 1),
+            "ms_per_token": round(float(np.median([g["ms_per_token"] for g in got])), 2),
+            "vs_one_session": ratio((precision, wire, n), (precision, wire, one), "tokens_per_s"),
+            "vs_one_session_rounds": [
+                round(x["tokens_per_s"] / y["tokens_per_s"], 2)
+                for x, y in zip(got, runs[(precision, wire, one)], strict=True)
+            ],
+        }
+        if n == one:
+            row["node_compute_ms_per_token"] = round(float(np.median([g["compute_ms"] for g in got])), 2)
+        rows.append(row)
     q = quality(folder)
-    one = {r["precision"]: r["ms_per_token"] for r in rows if r["sessions"] == 1 and r["wire"] == "f16"}
-    compute = {
-        r["precision"]: r["node_compute_ms_per_token"] for r in rows if r["sessions"] == 1 and r["wire"] == "f16"
-    }
     summary = {
         "bench": "node",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -178,10 +195,14 @@ def main() -> None:
         "steps": args.steps,
         "node_threads": node_threads,
         "rows": rows,
-        "int8_speedup_per_token": round(one["fp32"] / one["int8"], 2) if "fp32" in one and "int8" in one else None,
-        "int8_compute_speedup_per_token": (
-            round(compute["fp32"] / compute["int8"], 2) if "fp32" in compute and "int8" in compute else None
-        ),
+        "rounds": args.rounds,
+        # per round: fp32's ms per token / int8's, one session, f16 wire; the median of the rounds
+        "int8_speedup_per_token": ratio(("fp32", "f16", one), ("int8", "f16", one), "ms_per_token"),
+        "int8_speedup_per_token_rounds": [
+            round(x["ms_per_token"] / y["ms_per_token"], 2)
+            for x, y in zip(runs[("fp32", "f16", one)], runs[("int8", "f16", one)], strict=True)
+        ],
+        "int8_compute_speedup_per_token": ratio(("fp32", "f16", one), ("int8", "f16", one), "compute_ms"),
         **q,
     }
     print(f"\n{'precision':>9} {'wire':>4} {'sessions':>8} {'agg tok/s':>10} {'ms/token':>9} {'x 1 session':>11}")
@@ -191,7 +212,16 @@ def main() -> None:
             f"{r['ms_per_token']:>9} {r['vs_one_session']:>11}"
         )
     print(
-        f"int8 weights: {summary['int8_speedup_per_token']}x per token (the node's compute alone: "
+        "x 1 session per round: "
+        + "; ".join(
+            f"{r['precision']} {r['wire']} {r['sessions']}: {r['vs_one_session_rounds']}"
+            for r in rows
+            if r["sessions"] != one
+        )
+    )
+    print(
+        f"int8 weights: {summary['int8_speedup_per_token']}x per token "
+        f"(rounds: {summary['int8_speedup_per_token_rounds']}; the node's compute alone: "
         f"{summary['int8_compute_speedup_per_token']}x); top-1 agreement "
         f"{q['int8_weights_top1_agreement']:.1%}; i8 wire agreement {q['i8_wire_top1_agreement']:.1%}; "
         f"f16 wire agreement {q['f16_wire_top1_agreement']:.1%} (over {q['tokens']} tokens)"

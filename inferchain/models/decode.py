@@ -8,16 +8,25 @@ keyword plumbing) spends about 30% of a one-token step of SmolLM2 on them on a 2
 rms norm, one q/k/v projection, the rotary embedding's own ops applied to q and k at once, the session's cache
 update, scaled-dot-product attention, o projection, fused rms norm, one gate/up projection, activation, down
 projection; attention runs per session on its own cache as it is (the stock path pads every session's keys and
-values to the longest one and masks the padding). Measured (10 layers, one torch thread, interleaved in one
-process): one session 32.8 -> 27.5 ms fp32, 29.1 -> 23.2 ms int8, its outputs equal to the stock layers' bit for
-bit; 16 sessions 76.7 -> 66.6 ms.
+values to the longest one and masks the padding), a kv head's query heads passed as rows of one query (SDPA's own
+grouped-query path took 38 vs 27 us for one session's layer at 150 tokens). Measured (10 layers, one torch thread,
+interleaved in one process): one session 32.8 -> 27.5 ms fp32, 29.1 -> 23.2 ms int8; 16 sessions 76.7 -> 66.6 ms.
+Outputs equal the stock layers' up to float rounding (the query grouping sums in another order: ~2e-7).
 
 The fused projections are the stock weights concatenated once at load; the stock modules then hold views of the
 fused tensors (no second copy), so prefill (stock layers) and decode share one set of weights. Fusing pays for one
-row, where the call overhead is what it saves; a batch of sessions calls the stock projections (MKL's sgemm took
-2.33 ms for 16 rows of a 3072x576 gate/up weight against 2 x 0.59 ms for its two halves). Which kernel runs a
-fused fp32 projection is timed for its own shape (models/kernels.py); int8 projections fuse their int8 rows and
-per-row scales (models/int8.py), and an fp32 projection is never fused with an int8 one.
+row, where the call overhead is what it saves. Which kernel runs a fused fp32 projection is timed for its own shape
+(models/kernels.py); int8 projections fuse their int8 rows and per-row scales (models/int8.py), and an fp32
+projection is never fused with an int8 one.
+
+A batch of sessions (2-16 rows) runs its projections through `BatchProjection`: MKL's sgemm is slow at those row
+counts on unpacked weights (16 rows of the 3072x576 gate/up: 2.33 ms, against 2 x 0.59 ms for its halves), and
+oneDNN on a copy of the weights in its own blocked layout is much faster (10 layers' projections at 16 rows, cold:
+44.6 -> 31.7 ms packed and fused; at 4 rows 32.5 -> 21.7 ms). The copy costs the fp32 weights' memory again (a
+10-layer SmolLM2 node: +152 MiB resident), so it is made only where timed faster (kernels.packed_linear) and only
+when the node may batch (`SpanModel(batch_weights=...)`, `inferchain node start --no-batch-weights`, off with
+`--max-sessions 1`). Interleaved in one process, 16 sessions of ~40 tokens: 68.9 -> 64.0 ms per step, and 56.9 ms
+with the caches written in place (models/cache.py).
 
 Only for families whose adapter declares this structure (`DecoderFamily.lean_decode`), only for full-attention
 layers, and only one token per session (a sliding window or a prefill takes the stock path). tests/test_models.py

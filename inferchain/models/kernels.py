@@ -1,6 +1,6 @@
 """Which kernel runs each fp32 linear of a span (and the client's LM head) on CPU: torch's default BLAS (MKL) or
 oneDNN's matmul, which torch ships and its compiler uses for CPU linears. Same weights either way (no copy, no
-extra memory); results agree to float rounding (~1e-6 relative), like any change of summation order.
+extra memory; but see the packed batch weights below); results agree to float rounding (~1e-6 relative), like any change of summation order.
 
 Neither wins everywhere, so each weight shape is timed once per process with both, at the row counts of a decode
 step (1 and 16 rows; the LM head at 1), the two taking turns over five rounds (a noisy machine then slows both
@@ -11,8 +11,13 @@ the next. Measured per call with one thread on two 2-core hosts: on one, oneDNN 
 MKL won the layers' shapes (576x1536 at 16 rows: 0.58 ms vs 0.73) and oneDNN still won the LM head (12.6 -> 11.1
 ms).
 
-`INFERCHAIN_LINEAR_KERNEL=torch|onednn` fixes the choice (default `auto`: time both). Where torch lacks oneDNN
-(`torch.backends.mkldnn.is_available()` false) every layer stays on torch.
+Batched decode steps (2-16 rows) may also run on a oneDNN-packed copy of a weight (`PackedLinear`, see
+models/decode.py `BatchProjection`): that is a copy, so it is timed per shape against the plain weight's kernel
+at 4 and 16 rows and kept only where at least 3% faster.
+
+`INFERCHAIN_LINEAR_KERNEL=torch|onednn` fixes the choice (default `auto`: time both; `onednn` also packs every
+batch weight, `torch` none). Where torch lacks oneDNN (`torch.backends.mkldnn.is_available()` false) every layer
+stays on torch.
 """
 
 from __future__ import annotations
