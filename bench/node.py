@@ -3,7 +3,7 @@ ms/token, fp32 vs int8 weights, f16 vs i8 wire; plus the quality cost of int8 we
 agreement with fp32 over a fixed text, teacher-forced). Both nodes run at once and every configuration is
 measured once per round; the table gives medians over the rounds, each ratio taken within a round. Prints a
 table (and each round's ratios); appends JSON lines to bench/results/node.jsonl.
-    python bench/node.py [--steps 24] [--sessions 1 4 16] [--rounds 3]
+    python bench/node.py [--steps 48] [--sessions 1 4 16] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ def quality(folder: Path) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--steps", type=int, default=48, help="decode steps per session per configuration and round")
     ap.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--rounds", type=int, default=3, help="every configuration once per round; medians reported")
     ap.add_argument(

@@ -38,12 +38,11 @@ class ReservedLayer(DynamicLayer):
             self.lazy_initialization(key_states, value_states)
         start = self.keys.shape[-2]  # type: ignore[union-attr]  # initialized above
         end = start + key_states.shape[-2]
-        views = self._views
-        if self._buffers is None or views is None or end > self.capacity:
+        views, buffers = self._views, self._buffers
+        replaced = views is None or self.keys is not views[0] or self.values is not views[1]
+        if buffers is None or replaced or end > self.capacity:
             return super().update(key_states, value_states, *args, **kwargs)
-        if self.keys is not views[0] or self.values is not views[1]:
-            return super().update(key_states, value_states, *args, **kwargs)
-        k, v = self._buffers
+        k, v = buffers
         k[:, :, start:end] = key_states
         v[:, :, start:end] = value_states
         self.keys, self.values = self._views = (k[:, :, :end], v[:, :, :end])

@@ -170,12 +170,12 @@ class DecodeLayer:
         half = self.head_dim // 2  # the stock rotary embedding's ops, for q and k at once:
         qk = qk * cos + torch.cat((-qk[..., half:], qk[..., :half]), dim=-1) * sin
         v = v.view(batch, -1, 1, self.head_dim)
-        # attention per session, on its own cache as it is: padding ragged sessions to one batch copied every
-        # session's keys and values twice more per layer
         # a kv head's query heads (adjacent, as grouped-query attention pairs them) go in as rows of one query:
         # the same attention, in fewer and larger kernel calls than SDPA's own grouped path
         kv_heads = qk.shape[1] - self.heads
         q = qk[:, : self.heads].reshape(batch, kv_heads, self.heads // kv_heads, self.head_dim)
+        # attention per session, on its own cache as it is: padding ragged sessions to one batch copied every
+        # session's keys and values twice more per layer
         outs = []
         for i, cache in enumerate(caches):
             k, v_i = cache.update(qk[i : i + 1, self.heads :], v[i : i + 1], self.layer_idx)

@@ -1,6 +1,7 @@
 """Which kernel runs each fp32 linear of a span (and the client's LM head) on CPU: torch's default BLAS (MKL) or
 oneDNN's matmul, which torch ships and its compiler uses for CPU linears. Same weights either way (no copy, no
-extra memory; but see the packed batch weights below); results agree to float rounding (~1e-6 relative), like any change of summation order.
+extra memory; the packed batch weights below are the exception); results agree to float rounding (~1e-6
+relative), like any change of summation order.
 
 Neither wins everywhere, so each weight shape is timed once per process with both, at the row counts of a decode
 step (1 and 16 rows; the LM head at 1), the two taking turns over five rounds (a noisy machine then slows both
@@ -180,8 +181,10 @@ def packed_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> PackedLine
     fixed = _fixed_kernel()
     if fixed is not None or not onednn_available():
         return PackedLinear(weight, bias) if fixed == "onednn" else None
-    packed = PackedLinear(weight, bias)
     key = (int(weight.shape[0]), int(weight.shape[1]))
+    if _packing_pays.get(key) is False:  # this shape was timed already: no copy to make
+        return None
+    packed = PackedLinear(weight, bias)
     if key not in _packing_pays:
         fns: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
             "plain": _on(KERNELS[kernel_for(weight)], weight),
