@@ -52,21 +52,27 @@ KERNELS: dict[Kernel, LinearFn] = {"torch": torch.nn.functional.linear, "onednn"
 
 
 def _best_seconds(
-    x: torch.Tensor, fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], calls: int, repeats: int = 5
+    fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], width: int, rows: tuple[int, ...], calls: int
 ) -> dict[str, float]:
-    """Per function, the best time of `calls` calls on `x` over `repeats` rounds, the functions taking turns within
-    each round (a noisy machine only ever adds time, and slows all alike when they alternate)."""
+    """Per function, summed over inputs of `rows` rows (and `width` columns), the best time of `calls` calls over
+    five rounds, the functions taking turns within each round (a noisy machine only ever adds time, and slows all
+    alike when they alternate)."""
+    total = dict.fromkeys(fns, 0.0)
     with torch.inference_mode():
-        for fn in fns.values():
-            fn(x)  # warm-up: oneDNN builds its primitive for the shape on the first call
-        best = dict.fromkeys(fns, float("inf"))
-        for _ in range(repeats):
-            for name, fn in fns.items():
-                started = time.perf_counter()
-                for _ in range(calls):
-                    fn(x)
-                best[name] = min(best[name], time.perf_counter() - started)
-    return best
+        for n in rows:
+            x = torch.randn(n, width)
+            for fn in fns.values():
+                fn(x)  # warm-up: oneDNN builds its primitive for the shape on the first call
+            best = dict.fromkeys(fns, float("inf"))
+            for _ in range(5):
+                for name, fn in fns.items():
+                    started = time.perf_counter()
+                    for _ in range(calls):
+                        fn(x)
+                    best[name] = min(best[name], time.perf_counter() - started)
+            for name, seconds in best.items():
+                total[name] += seconds
+    return total
 
 
 def _on(fn: LinearFn, weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -104,10 +110,7 @@ def kernel_for(weight: torch.Tensor, rows: tuple[int, ...] = ROWS) -> Kernel:
     key = (int(weight.shape[0]), int(weight.shape[1]), rows)
     if key not in _chosen:
         fns: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {n: _on(fn, weight) for n, fn in KERNELS.items()}
-        total = dict.fromkeys(fns, 0.0)
-        for n in rows:
-            for name, seconds in _best_seconds(torch.randn(1, n, key[1]), fns, _timed_calls(weight)).items():
-                total[name] += seconds
+        total = _best_seconds(fns, key[1], rows, _timed_calls(weight))
         _chosen[key] = "onednn" if total["onednn"] < MARGIN * total["torch"] else "torch"
     return _chosen[key]
 
@@ -190,9 +193,6 @@ def packed_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> PackedLine
             "plain": _on(KERNELS[kernel_for(weight)], weight),
             "packed": packed,
         }
-        total = dict.fromkeys(fns, 0.0)
-        for n in BATCH_ROWS:
-            for name, seconds in _best_seconds(torch.randn(n, key[1]), fns, _timed_calls(weight)).items():
-                total[name] += seconds
+        total = _best_seconds(fns, key[1], BATCH_ROWS, _timed_calls(weight))
         _packing_pays[key] = total["packed"] < MARGIN * total["plain"]
     return packed if _packing_pays[key] else None
