@@ -140,6 +140,7 @@ def main() -> None:
     # ratio (16 vs 1 sessions, int8 vs fp32) is taken within a round, then its median over the rounds reported.
     configs = [(p, w, n) for w in ("f16", "i8") for n in args.sessions for p in ("fp32", "int8")]
     runs: dict[tuple[str, str, int], list[dict[str, float]]] = {c: [] for c in configs}
+    one = min(args.sessions)
     with tempfile.TemporaryDirectory() as tmp, HostThread(load_or_create_identity(None)) as host, ExitStack() as stack:
         addr = {}
         for precision in ("fp32", "int8"):
@@ -153,7 +154,7 @@ def main() -> None:
                 tps, ms = concurrent_decode(host, addr[precision], model_id, n, args.steps, wire)
                 after = node_compute(host, addr[precision])
                 run = {"tokens_per_s": tps, "ms_per_token": ms}
-                if n == 1:  # the node's own compute per token (its step profile), network excluded
+                if n == one:  # the node's own compute per token (its step profile), network excluded
                     run["compute_ms"] = (after[1] - before[1]) / (after[0] - before[0])
                 runs[(precision, wire, n)].append(run)
                 print(
@@ -161,12 +162,14 @@ def main() -> None:
                     f"{ms:7.2f} ms/token per session",
                     flush=True,
                 )
-    one = min(args.sessions)
 
-    def ratio(a: tuple[str, str, int], b: tuple[str, str, int], key: str, invert: bool = False) -> float:
-        """Median over rounds of a's figure / b's (b's / a's with `invert`), each round's pair taken together."""
-        pairs = zip(runs[a], runs[b], strict=True)
-        return round(float(np.median([(y[key] / x[key]) if invert else (x[key] / y[key]) for x, y in pairs])), 2)
+    def per_round(a: tuple[str, str, int], b: tuple[str, str, int], key: str) -> list[float]:
+        """a's figure / b's in each round (the two measured a few seconds apart)."""
+        return [round(x[key] / y[key], 2) for x, y in zip(runs[a], runs[b], strict=True)]
+
+    def ratio(a: tuple[str, str, int], b: tuple[str, str, int], key: str) -> float:
+        """The median over the rounds of per_round."""
+        return round(float(np.median(per_round(a, b, key))), 2)
 
     rows = []
     for precision, wire, n in configs:
@@ -178,10 +181,7 @@ def main() -> None:
             "aggregate_tokens_per_s": round(float(np.median([g["tokens_per_s"] for g in got])), 1),
             "ms_per_token": round(float(np.median([g["ms_per_token"] for g in got])), 2),
             "vs_one_session": ratio((precision, wire, n), (precision, wire, one), "tokens_per_s"),
-            "vs_one_session_rounds": [
-                round(x["tokens_per_s"] / y["tokens_per_s"], 2)
-                for x, y in zip(got, runs[(precision, wire, one)], strict=True)
-            ],
+            "vs_one_session_rounds": per_round((precision, wire, n), (precision, wire, one), "tokens_per_s"),
         }
         if n == one:
             row["node_compute_ms_per_token"] = round(float(np.median([g["compute_ms"] for g in got])), 2)
@@ -198,10 +198,7 @@ def main() -> None:
         "rounds": args.rounds,
         # per round: fp32's ms per token / int8's, one session, f16 wire; the median of the rounds
         "int8_speedup_per_token": ratio(("fp32", "f16", one), ("int8", "f16", one), "ms_per_token"),
-        "int8_speedup_per_token_rounds": [
-            round(x["ms_per_token"] / y["ms_per_token"], 2)
-            for x, y in zip(runs[("fp32", "f16", one)], runs[("int8", "f16", one)], strict=True)
-        ],
+        "int8_speedup_per_token_rounds": per_round(("fp32", "f16", one), ("int8", "f16", one), "ms_per_token"),
         "int8_compute_speedup_per_token": ratio(("fp32", "f16", one), ("int8", "f16", one), "compute_ms"),
         **q,
     }

@@ -49,20 +49,33 @@ class KVCache(Protocol):
     def update(self, keys: torch.Tensor, values: torch.Tensor, layer_idx: int, /, *args: Any, **kwargs: Any) -> Any: ...
 
 
+def _joint_bias(parts: Sequence[Any]) -> tuple[bool, torch.Tensor | None]:
+    """Whether `parts` can share one matmul's bias (all have one, or none has), and their biases concatenated."""
+    biases = [getattr(p, "bias", None) for p in parts]
+    if all(b is None for b in biases):
+        return True, None
+    if any(b is None for b in biases):
+        return False, None
+    return True, torch.cat([b for b in biases if b is not None])
+
+
+def _plain_fp32(part: Any) -> bool:
+    return isinstance(part, nn.Linear | FastLinear) and part.weight.dtype == torch.float32
+
+
 def _fuse(parts: Sequence[Any]) -> Any:
     """One projection computing the outputs of `parts` side by side, the parts re-pointed at row slices of its
     tensors; None when the parts cannot share one matmul (different kinds, or biases on some only)."""
-    biases = [getattr(p, "bias", None) for p in parts]
-    if any(b is None for b in biases) and any(b is not None for b in biases):
+    joint, bias = _joint_bias(parts)
+    if not joint:
         return None
-    bias = None if biases[0] is None else torch.cat([b for b in biases if b is not None])
     if all(isinstance(p, Int8Linear) for p in parts):
         fused: Any = Int8Linear.from_parts(
             torch.cat([p.qweight for p in parts]), torch.cat([p.scale for p in parts]), bias
         )
         _share_rows(parts, "qweight", fused.qweight, parameter=False)
         _share_rows(parts, "scale", fused.scale, parameter=False)
-    elif all(isinstance(p, nn.Linear | FastLinear) and p.weight.dtype == torch.float32 for p in parts):
+    elif all(_plain_fp32(p) for p in parts):
         weight = torch.cat([p.weight for p in parts])
         linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
         linear.weight = nn.Parameter(weight, requires_grad=False)
@@ -88,10 +101,6 @@ def _share_rows(parts: Sequence[Any], name: str, whole: torch.Tensor, parameter:
         rows += n
 
 
-def _plain_fp32(part: Any) -> bool:
-    return isinstance(part, nn.Linear | FastLinear) and part.weight.dtype == torch.float32
-
-
 class BatchProjection:
     """Projections of one input, side by side ([rows, their outputs together]), for batched steps. With `pack`:
     one oneDNN-packed copy of their fp32 weights concatenated where that is timed faster at batch rows
@@ -100,9 +109,8 @@ class BatchProjection:
 
     def __init__(self, parts: Sequence[Any], pack: bool) -> None:
         calls: list[Any] = list(parts)
-        biased = [getattr(p, "bias", None) is not None for p in parts]
-        if pack and all(_plain_fp32(p) for p in parts) and (all(biased) or not any(biased)):
-            bias = torch.cat([p.bias for p in parts]) if biased[0] else None
+        joint, bias = _joint_bias(parts) if pack else (False, None)
+        if joint and all(_plain_fp32(p) for p in parts):
             whole = packed_linear(torch.cat([p.weight for p in parts]), bias)
             calls = [whole] if whole is not None else calls
         if pack and len(calls) > 1:

@@ -166,7 +166,6 @@ class PackedLinear:
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACK_FOR)
         self.bias = None if bias is None else bias.detach()
-        self.out_features, self.in_features = int(weight.shape[0]), int(weight.shape[1])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
