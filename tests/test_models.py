@@ -276,6 +276,60 @@ def test_int8_weights_are_quantized_and_close_per_layer(smollm2):
         SpanModel(smollm2, 0, 1, precision="int4")  # type: ignore[arg-type]
 
 
+@pytest.fixture
+def int8_kernel_env(monkeypatch):
+    """INFERCHAIN_INT8_KERNEL set by the test; the cached kernel choice forgotten before and after."""
+    from inferchain.models import int8
+
+    int8.native_kernel.cache_clear()
+    yield monkeypatch
+    int8.native_kernel.cache_clear()
+
+
+def test_native_int8_kernel_is_exact_and_gives_a_row_the_same_bits_alone_or_batched(int8_kernel_env):
+    """models/int8_kernel.cpp: y = (x @ q.T) * scale to fp32 rounding, for shapes that are not whole blocks (rows not
+    a multiple of 4, columns not of 8); each row's output is bit for bit the same alone, batched or on two threads.
+    Int8Linear runs one row on it and several on torch's kernel; `torch` never builds it; a bad value is refused."""
+    from inferchain.models import int8
+
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("the native int8 kernel needs AVX2")
+    int8_kernel_env.setenv("INFERCHAIN_INT8_KERNEL", "native")  # must build here: a failed build fails the test
+    op = int8.native_kernel()
+    assert op is not None
+    gen = torch.Generator().manual_seed(5)
+    for out_features, in_features in ((771, 68), (64, 64), (3072, 576)):
+        q = torch.randint(-127, 128, (out_features, in_features), dtype=torch.int8, generator=gen)
+        scale = torch.rand(out_features, generator=gen) / 100
+        x = torch.randn(3, in_features, generator=gen)
+        y = op(x, q, scale)
+        exact = (x.double() @ q.double().T) * scale.double()
+        assert ((y.double() - exact).abs().max() / exact.abs().max()).item() < 1e-5
+        alone = torch.cat([op(x[i : i + 1], q, scale) for i in range(3)])
+        assert torch.equal(alone, y)
+        before = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            assert torch.equal(op(x, q, scale), y)
+        finally:
+            torch.set_num_threads(before)
+    linear = torch.nn.Linear(64, 40)
+    module = Int8Linear(linear)
+    x = torch.randn(3, 64, generator=gen)
+    with torch.inference_mode():
+        one, three = module(x[:1]), module(x)
+    assert torch.equal(one, op(x[:1], module.qweight, module.scale32) + linear.bias)
+    torch_kernel = torch.ops.aten._weight_int8pack_mm(x.to(torch.bfloat16), module.qweight, module.scale).float()
+    assert torch.equal(three, torch_kernel + linear.bias)
+    int8.native_kernel.cache_clear()
+    int8_kernel_env.setenv("INFERCHAIN_INT8_KERNEL", "torch")
+    assert int8.native_kernel() is None
+    int8.native_kernel.cache_clear()
+    int8_kernel_env.setenv("INFERCHAIN_INT8_KERNEL", "fast")
+    with pytest.raises(int8.Int8KernelError, match="auto, native or torch"):
+        int8.native_kernel()
+
+
 def test_linear_kernels_agree_and_each_shape_gets_the_one_timed_faster(smollm2, monkeypatch):
     """models/kernels.py: each fp32 weight shape runs on the kernel timed faster here (torch's BLAS or oneDNN);
     both give the same results up to float rounding, for decode rows, batches and prompts."""

@@ -124,6 +124,10 @@ def prepare_default_model(out: Path, progress: Progress = _quiet, force: bool = 
     return manifest
 
 
+def data_home() -> Path:
+    """The inferchain data folder of this machine: $INFERCHAIN_HOME, or ~/.inferchain."""
+    return Path(os.environ.get("INFERCHAIN_HOME", Path.home() / ".inferchain"))
+
+
 def default_model_dir() -> Path:
-    home = Path(os.environ.get("INFERCHAIN_HOME", Path.home() / ".inferchain"))
-    return home / "models" / DEFAULT_MODEL_NAME
+    return data_home() / "models" / DEFAULT_MODEL_NAME
