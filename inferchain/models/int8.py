@@ -52,7 +52,8 @@ class Int8KernelError(RuntimeError):
 
 
 def _build_native() -> Any:
-    """Build (once per machine: cached by source, flags and torch version) and load models/int8_kernel.cpp; its op."""
+    """Build (once per machine: cached by source, flags, torch and Python version) and load
+    models/int8_kernel.cpp; its op."""
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         raise Int8KernelError(f"the CPU lacks AVX2 (torch sees {torch.backends.cpu.get_cpu_capability()})")
     if shutil.which(os.environ.get("CXX", "c++")) is None:
@@ -64,7 +65,8 @@ def _build_native() -> Any:
         raise Int8KernelError("ninja (pip install ninja) is not on PATH")
     from torch.utils.cpp_extension import load
 
-    key = hashlib.sha256(_SOURCE.read_bytes() + " ".join(_CFLAGS).encode() + torch.__version__.encode())
+    built_for = f"{' '.join(_CFLAGS)} torch {torch.__version__} python {sys.version_info[:2]}"
+    key = hashlib.sha256(_SOURCE.read_bytes() + built_for.encode())
     build = data_home() / "kernels" / f"int8-{key.hexdigest()[:16]}"
     build.mkdir(parents=True, exist_ok=True)
     lock = build / "lock"  # torch's loader waits, without end, for a lock a killed build may have left behind
