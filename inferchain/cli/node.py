@@ -71,6 +71,7 @@ def start(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from inferchain.models.folder import ModelFolderError
+    from inferchain.models.int8 import Int8KernelError, native_kernel
     from inferchain.models.prepare import default_model_dir
     from inferchain.models.span import SpanError, SpanModel
     from inferchain.node.offers import measure_throughput
@@ -92,6 +93,12 @@ def start(
     home = data_dir or data_home() / "node"
     home.mkdir(parents=True, exist_ok=True)
     paid = None if free else _paid_mode(wallet, passphrase_file, deployment, rpc_url, price, json_output)
+    if precision == "int8":  # its one-row kernel: built the first time on this machine (~20 s), then loaded
+        try:
+            with console.status("int8 kernel: loading (the first time on this machine: building, ~20 s)"):
+                native_kernel()
+        except Int8KernelError as e:
+            fail(str(e))
     try:
         with Progress(
             TextColumn("loading layers {task.fields[span]}"),
