@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from inferchain.cli.output import console, emit_json, fail
+from inferchain.models.prepare import data_home
 
 app = typer.Typer(help="Run and manage a span node.", no_args_is_help=True)
 
@@ -24,10 +25,6 @@ def parse_layers(text: str) -> tuple[int, int]:
     if not 0 <= a < b:
         fail(f"--layers {text}: need 0 <= START < END")
     return a, b
-
-
-def data_home() -> Path:
-    return Path(os.environ.get("INFERCHAIN_HOME", Path.home() / ".inferchain"))
 
 
 @app.command()

@@ -35,6 +35,13 @@ inline void prefetch_rows(const int8_t* w, int64_t k, int64_t K, int64_t rows) {
   for (int64_t r = 0; r < rows; ++r) _mm_prefetch(reinterpret_cast<const char*>(w + r * K + k), _MM_HINT_T0);
 }
 
+// One output: the lanes of acc added, then the last K % 8 columns, times the row's scale.
+inline float row_output(__m256 acc, const float* xr, const int8_t* w, int64_t K8, int64_t K, float scale) {
+  float sum = lanes_sum(acc);
+  for (int64_t k = K8; k < K; ++k) sum += xr[k] * static_cast<float>(w[k]);
+  return sum * scale;
+}
+
 // Output rows n .. n+3 (the block at w) for every activation row m; the block `ahead` is prefetched on the way.
 void four_rows(const float* x, int64_t M, int64_t K, const int8_t* w, const float* scale, float* y, int64_t N,
                const int8_t* ahead) {
@@ -51,11 +58,7 @@ void four_rows(const float* x, int64_t M, int64_t K, const int8_t* w, const floa
       a3 = _mm256_fmadd_ps(v, widen(w + 3 * K + k), a3);
     }
     const __m256 acc[4] = {a0, a1, a2, a3};
-    for (int64_t r = 0; r < 4; ++r) {
-      float sum = lanes_sum(acc[r]);
-      for (int64_t k = K8; k < K; ++k) sum += xr[k] * static_cast<float>(w[r * K + k]);
-      y[m * N + r] = sum * scale[r];
-    }
+    for (int64_t r = 0; r < 4; ++r) y[m * N + r] = row_output(acc[r], xr, w + r * K, K8, K, scale[r]);
   }
 }
 
@@ -66,9 +69,7 @@ void one_row(const float* x, int64_t M, int64_t K, const int8_t* w, float scale,
     const float* xr = x + m * K;
     __m256 a = _mm256_setzero_ps();
     for (int64_t k = 0; k < K8; k += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(xr + k), widen(w + k), a);
-    float sum = lanes_sum(a);
-    for (int64_t k = K8; k < K; ++k) sum += xr[k] * static_cast<float>(w[k]);
-    y[m * N] = sum * scale;
+    y[m * N] = row_output(a, xr, w, K8, K, scale);
   }
 }
 
