@@ -23,6 +23,16 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("INFERCHAIN_LINEAR_KERNEL", "torch")
 
 
+@pytest.fixture
+def int8_kernel_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """A monkeypatch for INFERCHAIN_INT8_KERNEL; the cached int8 kernel choice is forgotten before and after."""
+    from inferchain.models import int8
+
+    int8.native_kernel.cache_clear()
+    yield monkeypatch
+    int8.native_kernel.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
     from inferchain.models.prepare import default_model_dir, prepare_default_model

@@ -276,16 +276,6 @@ def test_int8_weights_are_quantized_and_close_per_layer(smollm2):
         SpanModel(smollm2, 0, 1, precision="int4")  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def int8_kernel_env(monkeypatch):
-    """INFERCHAIN_INT8_KERNEL set by the test; the cached kernel choice forgotten before and after."""
-    from inferchain.models import int8
-
-    int8.native_kernel.cache_clear()
-    yield monkeypatch
-    int8.native_kernel.cache_clear()
-
-
 def test_native_int8_kernel_is_exact_and_gives_a_row_the_same_bits_alone_or_batched(int8_kernel_env):
     """models/int8_kernel.cpp: y = (x @ q.T) * scale to fp32 rounding, for shapes that are not whole blocks (rows not
     a multiple of 4, columns not of 8); each row's output is bit for bit the same alone, batched or on two threads.

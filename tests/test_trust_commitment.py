@@ -93,7 +93,7 @@ def evidence_for(sketch: Sketch, sent, node=None, span=(10, 20)) -> SessionEvide
     return SessionEvidence(receipt, receipt.sign(node, RECEIPT_DOMAIN), data, sent)
 
 
-def test_int8_nodes_are_validated_at_int8(parts, smollm2, tmp_path, monkeypatch):
+def test_int8_nodes_are_validated_at_int8(parts, smollm2, tmp_path, int8_kernel_env):
     """The sketch commits to the node's precision: an honest int8 node passes an int8 re-run (and a validator holding
     only fp32 layers calls it unverifiable, never guilty); int8 outputs sold as fp32 fail the fp32 re-run."""
     fp32, int8 = parts[2], SpanModel(smollm2, 10, 20, precision="int8")
@@ -103,19 +103,6 @@ def test_int8_nodes_are_validated_at_int8(parts, smollm2, tmp_path, monkeypatch)
     evidence = evidence_for(sketch, sent)
     honest = check_session(int8, evidence, RECEIPT_DOMAIN)
     assert honest.outcome == "honest", honest
-    # a validator whose machine lacks the native one-row int8 kernel (models/int8.py) re-runs the node's one-row
-    # steps on torch's kernel (bf16 activations): other rounding, still honest
-    from inferchain.models import int8 as int8_module
-
-    monkeypatch.setenv("INFERCHAIN_INT8_KERNEL", "torch")
-    int8_module.native_kernel.cache_clear()
-    try:
-        assert int8_module.native_kernel() is None
-        other_kernel = check_session(int8, evidence, RECEIPT_DOMAIN)
-    finally:
-        monkeypatch.delenv("INFERCHAIN_INT8_KERNEL")
-        int8_module.native_kernel.cache_clear()
-    assert other_kernel.outcome == "honest", other_kernel
     assert check_session(fp32, evidence, RECEIPT_DOMAIN).outcome == "unverifiable"
     mislabelled, sent = serve(int8, steps, claim="fp32")  # int8 arithmetic, an fp32 claim (and fp32 prices)
     assert check_session(fp32, evidence_for(mislabelled, sent), RECEIPT_DOMAIN).outcome == "guilty"
@@ -135,6 +122,16 @@ def test_int8_nodes_are_validated_at_int8(parts, smollm2, tmp_path, monkeypatch)
     worker = ValidatorWorker(validator, fp32, EvidenceStore(tmp_path / "store"), folder, tmp_path / "verdicts")
     report = worker.scan()
     assert report.sampled == 1 and report.outcomes["honest"] == 1, report
+
+    # a validator whose machine lacks the native one-row int8 kernel (models/int8.py) re-runs the node's one-row
+    # steps on torch's kernel (bf16 activations): other rounding, still honest
+    from inferchain.models.int8 import native_kernel
+
+    int8_kernel_env.setenv("INFERCHAIN_INT8_KERNEL", "torch")
+    native_kernel.cache_clear()
+    assert native_kernel() is None
+    other_kernel = check_session(int8, evidence, RECEIPT_DOMAIN)
+    assert other_kernel.outcome == "honest", other_kernel
 
 
 def test_sketch_size_and_round_trip(parts):
