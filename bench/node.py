@@ -1,8 +1,9 @@
 """One node, a 10-layer SmolLM2 span, 1 / 4 / 16 concurrent sessions: aggregate tokens/s and per-session
 ms/token, fp32 vs int8 weights, f16 vs i8 wire; plus the quality cost of int8 weights and i8 wire (top-1
-agreement with fp32 over a fixed text, teacher-forced). Both nodes run at once and every configuration is
-measured once per round; the table gives medians over the rounds, each ratio taken within a round. Prints a
-table (and each round's ratios); appends JSON lines to bench/results/node.jsonl.
+agreement with fp32 over a fixed text, teacher-forced; int8 both as one prompt and token by token, as decode
+steps compute it). Both nodes run at once and every configuration is measured once per round; the table gives
+medians over the rounds, each ratio taken within a round. Prints a table (and each round's ratios); appends JSON
+lines to bench/results/node.jsonl.
     python bench/node.py [--steps 48] [--sessions 1 4 16] [--rounds 3]
 """
 
