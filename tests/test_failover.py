@@ -32,11 +32,22 @@ def run_with_fault(session: InferenceSession, tokenizer, ids, fault) -> str:
 
 
 def test_killed_node_is_replaced_and_its_span_replayed(smollm2, tokenizer, reference_model, tmp_path):
-    # A serves 0:10, B serves 10:30 (so the route is A -> B); C and D can stand in for B together.
+    # A serves 0:10, B serves 10:30; C and D can stand in for B together. C and D are stopped while the session
+    # opens (their info requests time out), so the route is A -> B whatever the pings say; the fail-over's
+    # refresh finds them running again.
     with local_swarm([(0, 10), (10, 30), (10, 20), (20, 30)], tmp_path, smollm2) as nodes:
-        a, b = nodes[0], nodes[1]
+        a, b, c, d = nodes
         ids = chat_prompt(tokenizer, [{"role": "user", "content": "What is the tallest mountain on Earth?"}])
-        with InferenceSession(smollm2, [n.addr for n in nodes], max_length=len(ids) + 30) as session:
+        for stopped in (c, d):
+            os.kill(stopped.process.pid, signal.SIGSTOP)
+        try:
+            session = InferenceSession(
+                smollm2, [n.addr for n in nodes], max_length=len(ids) + 30, timeouts=Timeouts(connect_s=5, step_s=5)
+            )
+        finally:
+            for stopped in (c, d):
+                os.kill(stopped.process.pid, signal.SIGCONT)
+        with session:
             assert session.route == [(a.peer_id, 0, 10), (b.peer_id, 10, 30)]
             text = run_with_fault(session, tokenizer, ids, b.kill)
             assert len(session.failovers) == 1

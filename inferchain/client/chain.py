@@ -44,6 +44,7 @@ class Penalties(Protocol):
 
 
 PENALISED = "penalised"  # RemoteError code of a node dropped because its wallet was slashed or jailed
+PINGS = 3  # round trips timed per peer on a refresh; the route uses the fastest
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,8 @@ class Chain:
         self.dropped_announcements: Counter[str] = Counter()  # reason -> count
 
     async def refresh(self) -> None:
-        """Ask every known peer what it serves and how loaded it is, and measure the round trip: all peers at once
-        (one busy node delays the answer by its running step, not every later peer's too)."""
+        """Ask every known peer what it serves and how loaded it is, and measure the round trip (the best of
+        `PINGS`): all peers at once (one busy node delays the answer by its running step, not every later peer's)."""
         async with trio.open_nursery() as nursery:
             for peer in self.known:
                 if peer.name not in self._dead:
@@ -148,13 +149,16 @@ class Chain:
     async def _refresh_one(self, peer: KnownPeer) -> None:
         try:
             reply = await request_once(self.host, peer.info, m.InfoRequest(), self.timeouts)
-            t0 = time.perf_counter()  # timed on the open connection: a dial is not a round trip
-            await request_once(self.host, peer.info, m.Ping(), self.timeouts)
+            samples = []
+            for _ in range(PINGS):  # timed on the open connection: a dial is not a round trip
+                t0 = time.perf_counter()
+                await request_once(self.host, peer.info, m.Ping(), self.timeouts)
+                samples.append(time.perf_counter() - t0)
         except RemoteError:
             peer.node = None
             self.planner.remove(peer.name)
             return
-        peer.rtt_ms = (time.perf_counter() - t0) * 1000
+        peer.rtt_ms = min(samples) * 1000  # one ping that met a busy moment must not steer the route
         if isinstance(reply, m.NodeInfo) and reply.model_id == self.model_id:
             peer.node = reply
             self.planner.upsert(self._offer(peer, reply))
