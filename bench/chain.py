@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -58,25 +59,44 @@ def monolithic(model, ids: list[int], tokens: int) -> tuple[float, float, list[i
     return prefill, (total - prefill) / (tokens - 1) * 1000, out[0, len(ids) :].tolist()
 
 
+Forward = Callable[[torch.Tensor, int], tuple[torch.Tensor, float]]  # (hidden, position) -> (hidden, compute s)
+
+
+def greedy(head: ModelHead, forward: Forward, ids: list[int], tokens: int) -> tuple[float, float, float, list[int]]:
+    """(prefill s, decode ms/token, the layers' compute ms/token, generated ids): the client's loop (ModelHead's
+    embeddings and LM head, greedy) around `forward`, which runs all the layers."""
+    t0 = time.perf_counter()
+    hidden, position, out, compute = head.embed(ids), 0, [], 0.0
+    for _ in range(tokens):
+        last, seconds = forward(hidden, position)
+        position += hidden.shape[1]
+        out.append(int(head.logits(last).argmax()))
+        if len(out) == 1:
+            first = time.perf_counter()
+        else:
+            compute += seconds
+        hidden = head.embed([out[-1]])
+    per_token = (time.perf_counter() - first) / (tokens - 1) * 1000
+    return first - t0, per_token, compute / (tokens - 1) * 1000, out
+
+
+def in_process(span: SpanModel) -> Forward:
+    """`forward` for `greedy` through `span` in this process, on a new cache."""
+    cache = span.new_cache()
+
+    def forward(hidden: torch.Tensor, position: int) -> tuple[torch.Tensor, float]:
+        t0 = time.perf_counter()
+        out = span.forward(hidden, position, cache)
+        return out, time.perf_counter() - t0
+
+    return forward
+
+
 def same_code(span: SpanModel, head: ModelHead, ids: list[int], tokens: int) -> tuple[float, float, list[int]]:
     """(prefill s, decode ms/token, generated ids): the product's own model code without the network, greedy."""
-
-    def run(n: int) -> tuple[float, float, list[int]]:
-        cache, out = span.new_cache(), []
-        t0 = time.perf_counter()
-        hidden, position = head.embed(ids), 0
-        for _ in range(n):
-            logits = head.logits(span.forward(hidden, position, cache))
-            position += hidden.shape[1]
-            out.append(int(logits.argmax()))
-            if len(out) == 1:
-                first = time.perf_counter()
-            hidden = head.embed([out[-1]])
-        return first - t0, time.perf_counter() - first, out
-
-    run(2)  # warm-up
-    prefill, decode, out = run(tokens)
-    return prefill, decode / (tokens - 1) * 1000, out
+    greedy(head, in_process(span), ids, 2)  # warm-up
+    prefill, decode, _, out = greedy(head, in_process(span), ids, tokens)
+    return prefill, decode, out
 
 
 def node_profiles(s: InferenceSession) -> list[dict[str, float]]:
@@ -153,9 +173,12 @@ def main() -> None:
     kernels["lm_head"] = kernel_for(head.head_weight, rows=(1,))
     print("linear kernels here (each node times its own):", kernels)
     mono, mono_same, chain = [], [], []
-    with tempfile.TemporaryDirectory() as tmp, local_swarm(
-        [(0, 10), (10, 20), (20, 30)], Path(tmp), folder, ["--threads", str(args.threads)], node_env
-    ) as nodes:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        local_swarm(
+            [(0, 10), (10, 20), (20, 30)], Path(tmp), folder, ["--threads", str(args.threads)], node_env
+        ) as nodes,
+    ):
         peers = [n.addr for n in nodes]
         chained(head, tok, peers, ids, 4, args.wire_dtype)  # warm-up: connections, allocator
         for _ in range(args.repeats):  # interleave, so that machine noise hits all alike

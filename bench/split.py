@@ -1,6 +1,6 @@
 """What splitting the model costs without the network: the chain's three spans (0:10, 10:20, 20:30) in three bare OS
 processes that hand the hidden state over multiprocessing pipes, against the same code in one process. Same
-client loop for both (ModelHead's embeddings and LM head, greedy), one torch thread per process, runs interleaved.
+client loop for both (bench/chain.py's `greedy`: ModelHead's embeddings and LM head), one torch thread per process, runs interleaved.
 
 bench/chain.py measures the real chain (libp2p, Noise + Yamux, the node's server and scheduler); the gap between
 the two ratios is what the libp2p processes add over the split itself: their messaging and what it does to the
@@ -18,13 +18,12 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import torch
-from chain import PROMPT  # bench/chain.py: the same prompt
+from chain import PROMPT, greedy, in_process  # bench/chain.py: the same prompt and client loop
 from record import write_result  # bench/record.py (scripts in bench/ run with bench/ on the path)
 from transformers import AutoTokenizer
 
@@ -33,7 +32,6 @@ from inferchain.models.prepare import default_model_dir, prepare_default_model
 from inferchain.models.span import ModelHead, SpanModel
 
 SPANS = ((0, 10), (10, 20), (20, 30))
-Forward = Callable[[torch.Tensor, int], tuple[torch.Tensor, float]]  # (hidden, position) -> (hidden, compute s)
 
 
 def serve(conn: Connection, folder: str, start: int, end: int) -> None:
@@ -50,20 +48,6 @@ def serve(conn: Connection, folder: str, start: int, end: int) -> None:
         t0 = time.perf_counter()
         out = span.forward(torch.from_numpy(hidden), position, cache)
         conn.send((out.numpy(), time.perf_counter() - t0))
-
-
-def generate(head: ModelHead, forward: Forward, ids: list[int], tokens: int) -> tuple[float, float, list[int]]:
-    """(decode ms/token, compute ms/token, greedy ids): the client loop of bench/chain.py's same-code run."""
-    hidden, position, out, stamps, compute = head.embed(ids), 0, [], [], []
-    for _ in range(tokens):
-        last, seconds = forward(hidden, position)
-        position += hidden.shape[1]
-        out.append(int(head.logits(last).argmax()))
-        stamps.append(time.perf_counter())
-        compute.append(seconds)
-        hidden = head.embed([out[-1]])
-    per_token = (stamps[-1] - stamps[0]) / (tokens - 1) * 1000
-    return per_token, sum(compute[1:]) / (tokens - 1) * 1000, out
 
 
 def main() -> None:
@@ -100,21 +84,13 @@ def main() -> None:
                 total += seconds
             return torch.from_numpy(x), total
 
-        def one_process(cache: object) -> Forward:
-            def forward(hidden: torch.Tensor, position: int) -> tuple[torch.Tensor, float]:
-                t0 = time.perf_counter()
-                out = whole.forward(hidden, position, cache)
-                return out, time.perf_counter() - t0
-
-            return forward
-
         runs: dict[str, list[tuple[float, float, list[int]]]] = {"one process": [], "three processes": []}
         for i in range(args.repeats + 1):  # the first round warms up
             for pipe in pipes:
                 pipe.send(None)
             rows = {
-                "three processes": generate(head, split, ids, args.tokens),
-                "one process": generate(head, one_process(whole.new_cache()), ids, args.tokens),
+                "three processes": greedy(head, split, ids, args.tokens)[1:],
+                "one process": greedy(head, in_process(whole), ids, args.tokens)[1:],
             }
             if i:
                 for name, row in rows.items():
