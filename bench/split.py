@@ -1,6 +1,7 @@
 """What splitting the model costs without the network: the chain's three spans (0:10, 10:20, 20:30) in three bare OS
 processes that hand the hidden state over multiprocessing pipes, against the same code in one process. Same
-client loop for both (bench/chain.py's `greedy`: ModelHead's embeddings and LM head), one torch thread per process, runs interleaved.
+client loop for both (bench/chain.py's `greedy`: ModelHead's embeddings and LM head), one torch thread per
+process, runs interleaved.
 
 bench/chain.py measures the real chain (libp2p, Noise + Yamux, the node's server and scheduler); the gap between
 the two ratios is what the libp2p processes add over the split itself: their messaging and what it does to the
