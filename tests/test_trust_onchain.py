@@ -54,8 +54,7 @@ def _raw_paid_session(host, peer_addr: str, session_id: str, buyer, model_id: st
     signature, the sketch and the inputs sent (what a buyer holds after a node signed a second receipt)."""
     from libp2p.custom_types import TProtocol
 
-    from inferchain.client.remote import ensure_connected
-    from inferchain.p2p.host import parse_peer_addr
+    from inferchain.p2p.host import ensure_connected, parse_peer_addr
     from inferchain.p2p.streams import FramedStream
     from inferchain.wire import messages as m
     from inferchain.wire.tensors import encode_tensor

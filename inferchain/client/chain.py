@@ -1,8 +1,16 @@
 """A chain of remote spans covering layers [0, L), with fail-over that replays a lost span's inputs.
 
-The client drives every hop (it sends hidden states to node 1, gets them back, sends them to node 2, ...), so it
-holds each hop's past inputs and can replay them, exactly as first sent and at their original positions, into a
-replacement for a node that died or stalled. Greedy output after fail-over therefore equals the fault-free run.
+The client holds every hop's past inputs and can replay them, exactly as first sent and at their original
+positions, into a replacement for a node that died or stalled. Greedy output after fail-over therefore equals the
+fault-free run.
+
+Relay (on by default): each node pushes its output straight to the next node of the route, as Petals' servers
+push to one another, and still answers it to the client: a token crosses 4 links instead of 6, and the client,
+off the critical path, keeps each hop's inputs and checks that the input each node says it got (its digest) is
+the output the previous node answered. A node that cannot reach its successor says so per step and the client
+forwards that output itself. A failed or mismatched relayed step replaces the hops from there to the end of the
+route (later nodes may hold a push the client never saw; healthy ones are re-opened, not excluded) and the client
+drives every hop for the rest of that generation.
 """
 
 from __future__ import annotations
@@ -22,10 +30,10 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.pubsub.pubsub import Pubsub
 
-from inferchain.client.remote import RETRYABLE, RemoteError, RemoteSpan, Timeouts, ensure_connected, request_once
+from inferchain.client.remote import RETRYABLE, RemoteError, RemoteSpan, Timeouts, request_once
 from inferchain.marketplace.planner import NoRouteError, Offer, RoutePlanner
 from inferchain.p2p.gossip import offer_topic
-from inferchain.p2p.host import parse_peer_addr
+from inferchain.p2p.host import ensure_connected, parse_peer_addr
 from inferchain.wire import messages as m
 from inferchain.wire.errors import ErrorCode
 from inferchain.wire.tensors import WireDType
@@ -92,6 +100,11 @@ class FailoverEvent:
     replayed_tokens: int
 
 
+def _link_to(peer: PeerInfo, key: bytes) -> tuple[str, bytes] | None:
+    """Where the previous node pushes to reach `peer` (its first known address), with the link's key."""
+    return (f"{peer.addrs[0]}/p2p/{peer.peer_id}", key) if peer.addrs else None
+
+
 class Chain:
     """Trio-side state of one generation: the hops, their past inputs, and the fail-over policy."""
 
@@ -112,8 +125,10 @@ class Chain:
         limits: RouteLimits | None = None,
         penalties: Penalties | None = None,
         wallets: dict[str, str] | None = None,
+        relay: bool = True,
     ) -> None:
-        """`buyer`: open paid sessions for this buyer and countersign each node's receipt at close.
+        """`relay`: nodes push each output to the next hop themselves (see the module docstring).
+        `buyer`: open paid sessions for this buyer and countersign each node's receipt at close.
         `verifier`: check announcements' signed offers (paid network) against the chain before routing on them.
         `penalties` (e.g. marketplace.verify.PenaltyWatch) + `wallets` (peer id -> wallet; verified offers add to
         it): a node whose wallet is slashed or jailed is dropped before the next step it would serve, and its span
@@ -137,6 +152,7 @@ class Chain:
         self._dead: set[str] = set()
         self.planner = RoutePlanner({model_id: num_layers})
         self.dropped_announcements: Counter[str] = Counter()  # reason -> count
+        self.relay = relay  # switched off for good after a fail-over
 
     async def refresh(self) -> None:
         """Ask every known peer what it serves and how loaded it is, and measure the round trip (the best of
@@ -242,8 +258,9 @@ class Chain:
             log.debug("dropped announcement: %s", e)
             return 0
 
-    async def _open_cover(self, start: int, end: int) -> list[Hop]:
-        """Open sessions on a cover of [start, end), trying other peers when one refuses or is unreachable."""
+    async def _open_cover(self, start: int, end: int, relay: bool = False) -> list[Hop]:
+        """Open sessions on a cover of [start, end), trying other peers when one refuses or is unreachable;
+        `relay`: link each hop to the next (a fresh random key per link)."""
         by_name = {p.name: p for p in self.known}
         self._dead.update(name for name in by_name if self._penalised(name))
         for _ in range(len(self.known) + 1):
@@ -258,7 +275,8 @@ class Chain:
             )
             remotes = [RemoteSpan(self.host, by_name[name].info, a, b, self.dtype, self.timeouts)
                        for name, a, b in route.hops]  # fmt: skip
-            errors = await self._open_all(remotes)
+            links = [secrets.token_bytes(32) for _ in remotes[1:]] if relay else []
+            errors = await self._open_all(remotes, links)
             if not errors:
                 return [Hop(r) for r in remotes]
             for remote in remotes:  # those that opened (a failed one has nothing to close)
@@ -271,21 +289,26 @@ class Chain:
                 self.planner.report_failure(e.peer)
         raise NoRouteError(f"could not open sessions covering layers {start}:{end}")
 
-    async def _open_all(self, remotes: list[RemoteSpan]) -> list[RemoteError]:
-        """Open a session on every hop at once (one round trip for the route, not one per hop); the errors."""
+    async def _open_all(self, remotes: list[RemoteSpan], links: list[bytes]) -> list[RemoteError]:
+        """Open a session on every hop at once (one round trip for the route, not one per hop); the errors.
+        `links`: relay keys, one per pair of neighbouring hops (empty: no relay)."""
         errors: list[RemoteError] = []
 
-        async def open_one(remote: RemoteSpan) -> None:
+        async def open_one(i: int, remote: RemoteSpan) -> None:
             remote.buyer = self.buyer
+            relay_key = links[i - 1] if links and i > 0 else None
+            relay_to = _link_to(remotes[i + 1].peer, links[i]) if links and i + 1 < len(remotes) else None
             try:
-                await remote.open(self.session_id, self.model_id, self.hidden_size, self.max_length)
+                await remote.open(
+                    self.session_id, self.model_id, self.hidden_size, self.max_length, relay_key, relay_to
+                )
             except RemoteError as e:
                 errors.append(e)
 
         try:
             async with trio.open_nursery() as nursery:
-                for remote in remotes:
-                    nursery.start_soon(open_one, remote)
+                for i, remote in enumerate(remotes):
+                    nursery.start_soon(open_one, i, remote)
         except BaseException:  # cancelled or a bug: release what did open
             with trio.CancelScope(shield=True):
                 for remote in remotes:
@@ -298,48 +321,62 @@ class Chain:
 
     async def open(self) -> None:
         await self.refresh()
-        self.hops = await self._open_cover(0, self.num_layers)
+        self.hops = await self._open_cover(0, self.num_layers, relay=self.relay)
 
     def route(self) -> list[tuple[str, int, int]]:
         return [(h.remote.name, h.start, h.end) for h in self.hops]
 
     async def forward(self, hidden: np.ndarray, position: int) -> np.ndarray:
         """Run hidden states for tokens at `position`.. through every hop; fail over where a hop fails."""
-        i = 0
+        relay = self.relay and not any(self._penalised(h.remote.name) for h in self.hops)
+        i, pushed = 0, False  # pushed: hop i's input was relayed to it by hop i - 1 (the client sends nothing)
         while i < len(self.hops):
             hop = self.hops[i]
             hop.inputs.append(hidden)
             try:
-                if self._penalised(hop.remote.name):
-                    raise RemoteError(hop.remote.name, PENALISED, "its wallet was slashed or jailed on-chain")
-                hidden = await hop.remote.forward(hidden, position)
-                i += 1
+                if not pushed:
+                    if self._penalised(hop.remote.name):
+                        raise RemoteError(hop.remote.name, PENALISED, "its wallet was slashed or jailed on-chain")
+                    await hop.remote.send(hidden, position, relay=relay)
+                hidden, reply = await hop.remote.receive()
             except RemoteError as e:
-                replacement, hidden = await self._recover(i, e)
-                i += len(replacement)
+                # With relay on, this hop may already have pushed this step onward: replace the rest of the route.
+                through = len(self.hops) if relay and hop.remote.relaying else i + 1
+                self.relay = relay = False
+                replacement, hidden = await self._recover(i, e, through)
+                i, pushed = i + len(replacement), False
+                continue
+            i += 1
+            pushed = reply.relayed and i < len(self.hops)
+            if pushed:
+                self.hops[i].remote.expect_relayed(position, reply.x)
         return hidden
 
-    async def _recover(self, index: int, error: RemoteError) -> tuple[list[Hop], np.ndarray]:
-        """Fail over hop `index`; if a replacement fails during replay, try again with the next one."""
+    async def _recover(self, index: int, error: RemoteError, through: int) -> tuple[list[Hop], np.ndarray]:
+        """Fail over hops [index, through); if a replacement fails during replay, try again with the next one."""
         while True:
             retryable = error.code in RETRYABLE or error.code == PENALISED
             if not retryable or len(self.failovers) >= self.max_failovers:
                 raise error
             try:
-                return await self._fail_over(index, error)
+                return await self._fail_over(index, error, through)
             except RemoteError as again:
                 self._dead.add(again.peer)
                 self.planner.report_failure(again.peer)
                 error = again
 
-    async def _fail_over(self, index: int, error: RemoteError) -> tuple[list[Hop], np.ndarray]:
-        failed = self.hops[index]
-        if error.code != ErrorCode.SESSION_EXPIRED:  # an expired session may be re-opened on the same node
+    async def _fail_over(self, index: int, error: RemoteError, through: int) -> tuple[list[Hop], np.ndarray]:
+        """Replace hops [index, through) with a fresh cover of their layers and replay hop `index`'s inputs through
+        it. Only the failed node is excluded (an expired session, or a relayed input that does not match, excludes
+        none: the session may be re-opened on the same node; who altered a relayed input is not known)."""
+        failed, replaced = self.hops[index], self.hops[index:through]
+        if error.code not in (ErrorCode.SESSION_EXPIRED, "relay_mismatch"):
             self._dead.add(failed.remote.name)
             self.planner.report_failure(failed.remote.name)
-        await failed.remote.abort()
+        for hop in replaced:
+            await hop.remote.abort()
         await self.refresh()
-        new_hops = await self._open_cover(failed.start, failed.end)
+        new_hops = await self._open_cover(failed.start, replaced[-1].end)
         chunks = failed.inputs
         try:
             for hop in new_hops:
@@ -353,7 +390,7 @@ class Chain:
             for hop in new_hops:
                 await hop.remote.abort()
             raise
-        self.hops[index : index + 1] = new_hops
+        self.hops[index:through] = new_hops
         self.failovers.append(
             FailoverEvent(
                 failed_peer=failed.remote.name,

@@ -12,11 +12,12 @@ from libp2p.abc import IHost
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo
 
+from inferchain.p2p.host import ensure_connected
 from inferchain.p2p.streams import FramedStream, StreamClosed
 from inferchain.wire import messages as m
 from inferchain.wire.errors import ErrorCode, WireError
 from inferchain.wire.framing import HEADER_SIZE
-from inferchain.wire.tensors import WireDType, decode_tensor, encode_tensor
+from inferchain.wire.tensors import WireDType, decode_tensor, encode_tensor, tensor_digest
 
 if TYPE_CHECKING:
     from inferchain.trust.validator import SessionEvidence
@@ -43,6 +44,7 @@ RETRYABLE = {
     "unreachable",
     "stalled",
     "closed",
+    "relay_mismatch",  # a relayed input did not hash to what the previous node answered (see Chain.forward)
 }
 
 
@@ -59,14 +61,6 @@ async def _exchange(framed: FramedStream, request: m._Message) -> m.Message:
     if isinstance(reply, m.ErrorReply):
         raise reply.to_exception()
     return reply
-
-
-async def ensure_connected(host: IHost, peer: PeerInfo, timeout_s: float) -> None:
-    if host.get_network().connections.get(peer.peer_id):
-        return
-    host.get_peerstore().add_addrs(peer.peer_id, peer.addrs, 3600)
-    with trio.fail_after(timeout_s):
-        await host.connect(peer)
 
 
 async def request_once(host: IHost, peer: PeerInfo, request: m._Message, timeouts: Timeouts) -> m.Message:
@@ -89,6 +83,16 @@ async def request_once(host: IHost, peer: PeerInfo, request: m._Message, timeout
         raise RemoteError(name, "closed", str(e)) from None
     except Exception as e:  # dial errors come in many libp2p types
         raise RemoteError(name, "unreachable", f"{type(e).__name__}: {e}") from None
+
+
+@dataclass(frozen=True)
+class _Step:
+    position: int
+    tokens: int
+    wire: dict  # the input as the node got it (sent by us, or pushed by the previous node)
+    relayed: bool
+    started: float  # perf_counter(): encoding began / the relay was known
+    sent: float
 
 
 class RemoteSpan:
@@ -115,6 +119,9 @@ class RemoteSpan:
         # One-token steps: how many, and total ms encoding, waiting for the reply (network and node), decoding.
         self.step_ms = {"steps": 0.0, "serialise": 0.0, "exchange": 0.0, "deserialise": 0.0}
         self.step_bytes = [0, 0]  # framed bytes of those steps: sent, received
+        self.relaying = False  # the node pushes outputs to the next hop when a step asks it to
+        self.relayed_steps = 0  # steps whose input the previous node pushed here (digest checked)
+        self._pending: _Step | None = None  # the step whose output is awaited
 
     @property
     def name(self) -> str:
@@ -129,7 +136,16 @@ class RemoteSpan:
             return RemoteError(self.name, "closed", str(e))
         return RemoteError(self.name, "unreachable", f"{type(e).__name__}: {e}")
 
-    async def open(self, session_id: str, model_id: str, hidden_size: int, max_length: int) -> None:
+    async def open(
+        self,
+        session_id: str,
+        model_id: str,
+        hidden_size: int,
+        max_length: int,
+        relay_key: bytes | None = None,
+        relay_to: tuple[str, bytes] | None = None,
+    ) -> None:
+        """`relay_key`: accept pushes carrying it; `relay_to`: (peer address, key) of the next node to push to."""
         self.hidden_size = hidden_size
         self.session_id = session_id
         try:
@@ -146,24 +162,53 @@ class RemoteSpan:
                     dtype=self.dtype,
                     buyer=self.buyer.address if self.buyer else None,
                     max_price_per_1k=str(self.buyer.max_price_per_1k) if self.buyer else None,
+                    relay_key=relay_key,
+                    relay_to=relay_to[0] if relay_to else None,
+                    relay_to_key=relay_to[1] if relay_to else None,
                 )
-                await _exchange(self._framed, request)
+                opened = await _exchange(self._framed, request)
+                self.relaying = isinstance(opened, m.Opened) and opened.relay
         except Exception as e:
             await self.abort()
             raise self._error(e) from None
 
     async def forward(self, hidden: np.ndarray, position: int) -> np.ndarray:
         """Send hidden states [1, tokens, hidden] at `position`; return the span's output."""
+        await self.send(hidden, position)
+        out, _ = await self.receive()
+        return out
+
+    async def send(self, hidden: np.ndarray, position: int, relay: bool = False) -> None:
+        """Send one step's input; `relay`: ask the node to push its output on to the next hop as well."""
         if self._framed is None:
             raise RemoteError(self.name, ErrorCode.NO_SESSION, "session is not open")
-        n = hidden.shape[1]
         t0 = time.perf_counter()
         try:
-            with trio.fail_after(self.timeouts.step_s + n * self.timeouts.per_token_s):
-                wire = encode_tensor(hidden, self.dtype)
-                payload = m.encode(m.Forward(pos=position, x=wire))
-                t1 = time.perf_counter()
+            wire = encode_tensor(hidden, self.dtype)
+            payload = m.encode(m.Forward(pos=position, x=wire, relay=relay))
+            t1 = time.perf_counter()
+            with trio.fail_after(self.timeouts.step_s):
                 await self._framed.send(payload)
+        except Exception as e:
+            await self.abort()
+            raise self._error(e) from None
+        if hidden.shape[1] == 1:
+            self.step_bytes[0] += HEADER_SIZE + len(payload)
+        self._pending = _Step(position, hidden.shape[1], wire, False, t0, t1)
+
+    def expect_relayed(self, position: int, wire: dict) -> None:
+        """The previous node pushed `wire` (the output it answered us) here as the input of the step at `position`."""
+        now = time.perf_counter()
+        self._pending = _Step(position, int(wire["s"][1]), wire, True, now, now)
+
+    async def receive(self) -> tuple[np.ndarray, m.Output]:
+        """The output of the step sent (or relayed here) last, checked: shape, and for a relayed input its digest."""
+        if self._framed is None or self._pending is None:
+            raise RemoteError(self.name, ErrorCode.NO_SESSION, "no step is outstanding on this session")
+        step, self._pending = self._pending, None
+        position, n, wire, relayed = step.position, step.tokens, step.wire, step.relayed
+        try:
+            with trio.fail_after(self.timeouts.step_s + n * self.timeouts.per_token_s):
                 answer = await self._framed.recv()
             t2 = time.perf_counter()
             reply = m.decode(answer)
@@ -171,25 +216,31 @@ class RemoteSpan:
                 raise reply.to_exception()
             if not isinstance(reply, m.Output):
                 raise WireError(ErrorCode.BAD_MESSAGE, f"expected out, got {reply.t}")
+            if relayed and reply.in_digest != tensor_digest(wire):
+                raise RemoteError(self.name, "relay_mismatch", "the relayed input is not what the previous node sent")
             out = decode_tensor(reply.x, self.hidden_size, n)
             if out.shape[1] != n:
                 raise WireError(ErrorCode.BAD_TENSOR, f"sent {n} tokens, got {out.shape[1]} back")
+        except RemoteError:
+            await self.abort()
+            raise
         except Exception as e:
             await self.abort()
             raise self._error(e) from None
         if n == 1:
             t3 = time.perf_counter()
-            for phase, ms in (("serialise", t1 - t0), ("exchange", t2 - t1), ("deserialise", t3 - t2)):
+            phases = (("serialise", step.sent - step.started), ("exchange", t2 - step.sent), ("deserialise", t3 - t2))
+            for phase, ms in phases:
                 self.step_ms[phase] += ms * 1000
             self.step_ms["steps"] += 1
-            self.step_bytes[0] += HEADER_SIZE + len(payload)
             self.step_bytes[1] += HEADER_SIZE + len(answer)
+        self.relayed_steps += relayed
         self.position = position + n
         self.tokens_sent += n
         if self.buyer is not None:
             self._sent.append((position, wire))
             self._received.append(out.reshape(n, -1))
-        return out
+        return out, reply
 
     async def close(self) -> int:
         """Close politely; returns the tokens the node counted (0 if it is gone)."""

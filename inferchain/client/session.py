@@ -48,6 +48,7 @@ class InferenceSession:
         penalties: Penalties | None = None,
         wallets: dict[str, str] | None = None,
         verifier: OfferVerifier | None = None,
+        relay: bool = True,
     ) -> None:
         """`limits`: the buyer's price and latency caps and objective for the planner's route (and re-routes).
         `peers`: nodes to use directly. `bootstrap`: peers to join the network through; nodes announced on
@@ -55,7 +56,8 @@ class InferenceSession:
         sessions and countersign each node's receipt at close; they are in `receipts` afterwards. `penalties` (a
         `marketplace.verify.PenaltyWatch`), `wallets` (peer id -> wallet) and `verifier` (checks discovered signed
         offers, learning their wallets): a node slashed or jailed mid-generation is dropped before its next step
-        and its span fails over (same greedy output)."""
+        and its span fails over (same greedy output). `relay`: each node pushes its output straight to the next
+        node (4 links per token instead of 6; the client still gets every output, see client/chain.py)."""
         self.head = model if isinstance(model, ModelHead) else ModelHead(model)
         self._own_host = host is None
         self.host = host or HostThread(load_or_create_identity(None), with_pubsub=bool(bootstrap))
@@ -75,6 +77,7 @@ class InferenceSession:
             penalties=penalties,
             wallets=wallets,
             verifier=verifier,
+            relay=relay,
         )
         self.max_length = max_length
         self.position = 0

@@ -17,11 +17,10 @@ import trio
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
 
-from inferchain.client.remote import ensure_connected
 from inferchain.marketplace.book import OfferBook
 from inferchain.marketplace.verify import OfferVerifier, Verified
 from inferchain.p2p.gossip import offer_topic
-from inferchain.p2p.host import load_or_create_identity, parse_peer_addr
+from inferchain.p2p.host import ensure_connected, load_or_create_identity, parse_peer_addr
 from inferchain.p2p.thread import HostThread
 
 log = logging.getLogger(__name__)

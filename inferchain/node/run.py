@@ -53,6 +53,8 @@ async def serve(
     drops out of everyone's book)."""
     p2p = make_host(load_or_create_identity(identity))
     p2p.set_stream_handler(TProtocol(PROTOCOL_ID), server.handle_stream)
+    p2p.set_stream_handler(TProtocol(m.RELAY_PROTOCOL_ID), server.handle_relay)
+    server.host = p2p
     async with p2p.run(listen_addrs=[listen_addr(host, port)]), running_pubsub(p2p) as pubsub:
         topic = offer_topic(server.span.info.model_id)
         subscription = await pubsub.subscribe(topic)  # subscribed peers relay the topic to one another

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import multiaddr
+import trio
 from libp2p import new_host
 from libp2p.abc import IHost
 from libp2p.crypto.ed25519 import Ed25519PrivateKey, create_new_key_pair
@@ -21,7 +22,15 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from inferchain.p2p import hotpath, yamux
 
-__all__ = ["ID", "PeerInfo", "load_or_create_identity", "make_host", "parse_peer_addr", "listen_addr"]
+__all__ = [
+    "ID",
+    "PeerInfo",
+    "ensure_connected",
+    "load_or_create_identity",
+    "make_host",
+    "parse_peer_addr",
+    "listen_addr",
+]
 
 yamux.install()  # window credit per half window, not per read (see p2p/yamux.py)
 hotpath.install()  # free locks taken without a trip through the scheduler, TCP read-ahead (p2p/hotpath.py)
@@ -67,3 +76,12 @@ def parse_peer_addr(text: str) -> PeerInfo:
         raise PeerAddressError(
             f"{text!r} is not a peer address like /ip4/127.0.0.1/tcp/4001/p2p/<peer id>: {e}"
         ) from None
+
+
+async def ensure_connected(host: IHost, peer: PeerInfo, timeout_s: float) -> None:
+    """Dial `peer` unless a connection to it is already open."""
+    if host.get_network().connections.get(peer.peer_id):
+        return
+    host.get_peerstore().add_addrs(peer.peer_id, peer.addrs, 3600)
+    with trio.fail_after(timeout_s):
+        await host.connect(peer)

@@ -6,6 +6,8 @@
                    model) while announcing and billing the model it loaded
     equivocate     signs a second, different receipt when a buyer opens the same session and span again (an
                    honest node refuses the second open and would never sign twice)
+    relay          pushes altered outputs to the next node of a relayed session while answering the true ones to
+                   the client (the client catches it by the next hop's input digest)
 
 A cheating node commits to exactly what it sends, so the buyer's own check passes and only a validator's re-run
 (or, for `equivocate`, the two receipts side by side) can catch it. Never set this outside tests and benchmarks.
@@ -30,6 +32,7 @@ class Adversary:
     skip: int = 0
     model: str | None = None
     equivocate: bool = False
+    relay: bool = False
 
     @classmethod
     def from_env(cls) -> Adversary | None:
@@ -45,7 +48,9 @@ class Adversary:
             return cls(model=value)
         if kind == "equivocate":
             return cls(equivocate=True)
-        raise ValueError(f"{ENV} must be noise:S, skip:N, model:PATH or equivocate, got {spec!r}")
+        if kind == "relay":
+            return cls(relay=True)
+        raise ValueError(f"{ENV} must be noise:S, skip:N, model:PATH, equivocate or relay, got {spec!r}")
 
     def layers(self, start: int, end: int) -> tuple[int, int]:
         return start, max(start + 1, end - self.skip)
@@ -56,6 +61,14 @@ class Adversary:
         scale = out.std(dim=-1, keepdim=True)
         noise = torch.from_numpy(rng.standard_normal(tuple(out.shape)).astype(np.float32))
         return out + self.noise * scale * noise
+
+    def relayed(self, wire: dict) -> dict:
+        """For `relay`: the tensor pushed to the next node, with its first value's bytes flipped."""
+        if not self.relay:
+            return wire
+        data = bytearray(wire["b"])
+        data[0] ^= 0x55
+        return wire | {"b": bytes(data)}
 
     def swap_weights(self, span: Any) -> None:
         """For `model:PATH`: load the same layers of the other model folder into `span` in place, so the node computes

@@ -1,6 +1,10 @@
 """The span protocol's messages. One libp2p stream carries one inference session: `open`, then any number of
 `fwd` (each answered by `out`), then `close`. `info` and `ping` may be sent on a stream of their own.
 
+Relay (`RELAY_PROTOCOL_ID`): a session opened with `relay_to` pushes its outputs straight to the next node of the
+route as `push` messages (when the step's input asked for it), and still answers every `out` to the client, which
+keeps each hop's inputs for fail-over and checks each relayed input's digest (see docs/relay.md).
+
 Every message is a msgpack map with a type tag `t`; tensors are maps decoded by `wire.tensors`.
 """
 
@@ -9,12 +13,23 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgpack
-from pydantic import BaseModel, ConfigDict, Field, StrictBytes, StrictInt, StrictStr, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictBytes,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
 
 from inferchain.wire.errors import ErrorCode, WireError
 from inferchain.wire.tensors import WireDType
 
 PROTOCOL_ID = "/inferchain/span/1.0.0"
+RELAY_PROTOCOL_ID = "/inferchain/relay/1.0.0"  # one stream per relayed session: `push` messages, never answered
 PROTOCOL_VERSION = 1
 
 
@@ -34,6 +49,11 @@ class Open(_Message):
     # Paid sessions: the buyer's address (0x...) and the most it pays, token wei per 1k tokens per layer.
     buyer: StrictStr | None = Field(default=None, max_length=42)
     max_price_per_1k: StrictStr | None = Field(default=None, max_length=80)
+    # Relay: `push` messages into this session must carry `relay_key`; `relay_to` (a peer address
+    # /ip4/.../tcp/.../p2p/<id>) is where this session pushes its outputs, presenting `relay_to_key` there.
+    relay_key: StrictBytes | None = Field(default=None, min_length=16, max_length=64)
+    relay_to: StrictStr | None = Field(default=None, max_length=300)
+    relay_to_key: StrictBytes | None = Field(default=None, min_length=16, max_length=64)
 
 
 class Opened(_Message):
@@ -41,16 +61,29 @@ class Opened(_Message):
     session_id: StrictStr
     max_length: StrictInt
     idle_timeout_s: float
+    relay: StrictBool = False  # the node reached `relay_to` and pushes there when a step asks it to
 
 
 class Forward(_Message):
     t: Literal["fwd"] = "fwd"
     pos: StrictInt = Field(ge=0)
     x: dict[str, Any]
+    relay: StrictBool = False  # push the output on to the next node too (if this session relays)
 
 
 class Output(_Message):
     t: Literal["out"] = "out"
+    x: dict[str, Any]
+    relayed: StrictBool = False  # the output was pushed to the next node as well
+    in_digest: StrictBytes | None = Field(default=None, max_length=32)  # input came by relay: its tensor_digest
+
+
+class Push(_Message):
+    """An output relayed from one node to the next (RELAY_PROTOCOL_ID); its step runs as a `fwd` with relay on."""
+
+    t: Literal["push"] = "push"
+    key: StrictBytes = Field(min_length=16, max_length=64)
+    pos: StrictInt = Field(ge=0)
     x: dict[str, Any]
 
 
@@ -139,6 +172,7 @@ Message = Annotated[
     | Opened
     | Forward
     | Output
+    | Push
     | Close
     | Closed
     | Countersign

@@ -3,6 +3,7 @@ int8 values in blocks of 64 along the hidden dimension, each block with its own 
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 import numpy as np
@@ -83,3 +84,12 @@ def decode_tensor(obj: object, hidden_size: int, max_tokens: int) -> np.ndarray:
     if not np.isfinite(array).all():
         raise WireError(ErrorCode.BAD_TENSOR, "tensor contains NaN or infinity")
     return array
+
+
+def tensor_digest(obj: dict) -> bytes:
+    """16-byte BLAKE2b of a wire tensor (dtype, shape, bytes): what a relayed input is checked by."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{obj.get('d')}:{obj.get('s')}:".encode())
+    data = obj.get("b")
+    h.update(data if isinstance(data, bytes) else b"")
+    return h.digest()
