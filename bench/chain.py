@@ -9,8 +9,12 @@ BLAS), and the nodes' and client's own code in one process (all 30 layers as one
 models/decode.py, each linear on the kernel timed faster here by models/kernels.py; ModelHead's embeddings and LM
 head; greedy). The ratio to the second is what distribution itself costs.
 
+The chain runs twice per repeat, interleaved: relayed (the default: each node pushes its output to the next node,
+4 links per token) and star (`relay=False`: the client drives every hop, 6 links per token).
+
 Also prints where one decode step's time goes (client, and per hop: serialisation, the libp2p transport, the
-node's queue and thread hand-offs, compute), from the client's and the nodes' own step profiles.
+node's queue and thread hand-offs, compute), from the client's and the nodes' own step profiles of the star run
+(in a relayed run the client's waits overlap the nodes' work, so they do not split that way).
 
 Prints tables and appends a JSON line to bench/results/chain.jsonl.
     python bench/chain.py [--tokens 64] [--repeats 3] [--wire-dtype f16] [--threads 1]
@@ -29,6 +33,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 from record import write_result  # bench/record.py (scripts in bench/ run with bench/ on the path)
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -41,6 +46,8 @@ from inferchain.models.prepare import default_model_dir, prepare_default_model
 from inferchain.models.span import ModelHead, SpanModel
 from inferchain.node.launch import local_swarm
 from inferchain.wire import messages as m
+from inferchain.wire.framing import HEADER_SIZE
+from inferchain.wire.tensors import encode_tensor
 
 PROMPT = "Explain in a few sentences why the sky is blue."
 
@@ -128,10 +135,11 @@ def breakdown(
     return {k: round(v, 3) for k, v in row.items()}
 
 
-def chained(head: ModelHead, tokenizer, peers: list[str], ids: list[int], tokens: int, dtype: str):
+def chained(head: ModelHead, tokenizer, peers: list[str], ids: list[int], tokens: int, dtype: str, relay: bool):
     """The product's own path: `stream_tokens`, greedy, `tokens` tokens (past EOS, as the monolithic run)."""
     params = SamplingParams(max_tokens=tokens, ignore_eos=True)
-    with InferenceSession(head, peers, max_length=len(ids) + tokens + 1, wire_dtype=dtype) as s:  # type: ignore[arg-type]
+    max_length = len(ids) + tokens + 1
+    with InferenceSession(head, peers, max_length=max_length, wire_dtype=dtype, relay=relay) as s:  # type: ignore[arg-type]
         before = node_profiles(s)
         out, stamps = [], []
         t0 = time.perf_counter()
@@ -144,7 +152,16 @@ def chained(head: ModelHead, tokenizer, peers: list[str], ids: list[int], tokens
         after = node_profiles(s)
         per_hop = [(h.remote.step_bytes[0] / (tokens - 1), h.remote.step_bytes[1] / (tokens - 1)) for h in s.chain.hops]
         where = breakdown(decode, [dict(h.remote.step_ms) for h in s.chain.hops], before, after)
+        relayed = sum(h.remote.relayed_steps for h in s.chain.hops)
+        if relay and relayed < (len(s.chain.hops) - 1) * tokens:
+            raise SystemExit(f"relay asked for but only {relayed} steps came by relay")
     return prefill, decode, out, per_hop, where
+
+
+def push_bytes(hidden_size: int, dtype: str) -> int:
+    """Framed bytes of one relayed one-token step (node to node), as the nodes encode it."""
+    wire = encode_tensor(np.zeros((1, 1, hidden_size), np.float32), dtype)  # type: ignore[arg-type]
+    return HEADER_SIZE + len(m.encode(m.Push(key=bytes(32), pos=100, x=wire)))
 
 
 def main() -> None:
@@ -172,7 +189,7 @@ def main() -> None:
     kernels = {name: kernel_for(mod.weight) for name, mod in shapes.items() if mod is not None}
     kernels["lm_head"] = kernel_for(head.head_weight, rows=(1,))
     print("linear kernels here (each node times its own):", kernels)
-    mono, mono_same, chain = [], [], []
+    mono, mono_same, chain, star = [], [], [], []
     with (
         tempfile.TemporaryDirectory() as tmp,
         local_swarm(
@@ -180,21 +197,25 @@ def main() -> None:
         ) as nodes,
     ):
         peers = [n.addr for n in nodes]
-        chained(head, tok, peers, ids, 4, args.wire_dtype)  # warm-up: connections, allocator
+        for relay in (True, False):  # warm-up: connections (client-node and node-node), allocator
+            chained(head, tok, peers, ids, 4, args.wire_dtype, relay)
         for _ in range(args.repeats):  # interleave, so that machine noise hits all alike
             mono.append(monolithic(model, ids, args.tokens))
             mono_same.append(same_code(whole, head, ids, args.tokens))
-            chain.append(chained(head, tok, peers, ids, args.tokens, args.wire_dtype))
+            chain.append(chained(head, tok, peers, ids, args.tokens, args.wire_dtype, True))
+            star.append(chained(head, tok, peers, ids, args.tokens, args.wire_dtype, False))
     m_prefill = statistics.median(r[0] for r in mono)
     m_decode = statistics.median(r[1] for r in mono)
     s_decode = statistics.median(r[1] for r in mono_same)
     c_prefill = statistics.median(r[0] for r in chain)
     c_decode = statistics.median(r[1] for r in chain)
-    same = all(c[2] == mono[0][2] for c in chain + mono_same)
-    per_hop = chain[-1][3]
-    where = {k: round(statistics.median(c[4][k] for c in chain), 2) for k in chain[0][4]}
+    star_decode = statistics.median(r[1] for r in star)
+    same = all(c[2] == mono[0][2] for c in chain + star + mono_same)
+    per_hop = star[-1][3]  # the star run sends every hop's input from the client: all 3 links measured
+    where = {k: round(statistics.median(c[4][k] for c in star), 2) for k in star[0][4]}
     sent = max(h[0] for h in per_hop)
-    received = max(h[1] for h in per_hop)
+    received = max(max(h[1] for h in c[3]) for c in (chain[-1], star[-1]))
+    pushed = push_bytes(head.info.hidden_size, args.wire_dtype)
     result = {
         "bench": "chain",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -214,7 +235,12 @@ def main() -> None:
         "chain_vs_mono": round(m_decode / c_decode, 3),
         "mono_same_code_decode_ms_per_token": round(s_decode, 2),
         "chain_vs_mono_same_code": round(s_decode / c_decode, 3),
+        "star_decode_ms_per_token": round(star_decode, 2),
+        "star_vs_mono": round(m_decode / star_decode, 3),
+        "star_vs_mono_same_code": round(s_decode / star_decode, 3),
+        "relay_vs_star": round(star_decode / c_decode, 3),
         "bytes_per_token_per_hop_sent": round(sent, 1),
+        "bytes_per_token_relayed": pushed,
         "bytes_per_token_per_hop_received": round(received, 1),
         "greedy_tokens_equal": same,
         "decode_ms_per_token_breakdown": where,
@@ -228,8 +254,12 @@ def main() -> None:
         f"monolithic with the nodes' own code (one process): {s_decode:.2f} ms/token; chain / that: "
         f"{result['chain_vs_mono_same_code']}x (what distribution itself costs)"
     )
-    print(f"bytes per token per hop: {sent:.0f} sent, {received:.0f} received (framed messages)")
-    print(f"\nwhere one chain decode step goes (ms per token, 3 hops, median of {args.repeats} runs):")
+    print(
+        f"star chain (the client drives every hop): {star_decode:.2f} ms/token, {result['star_vs_mono']}x of stock, "
+        f"{result['star_vs_mono_same_code']}x like for like; relay / star tokens/s: {result['relay_vs_star']}x"
+    )
+    print(f"bytes per token per hop: {sent:.0f} sent, {received:.0f} received, {pushed} relayed (framed messages)")
+    print(f"\nwhere one star-chain decode step goes (ms per token, 3 hops, median of {args.repeats} runs):")
     for k, v in where.items():
         print(f"  {k:22}{v:>8.2f}")
     print(f"  {'monolithic compute':22}{m_decode:>8.2f}")

@@ -38,6 +38,24 @@ def test_greedy_tokens_equal_monolithic_generate(swarm, smollm2, tokenizer, refe
     assert done.finish_reason in ("stop", "length")
 
 
+def test_nodes_relay_to_each_other_and_the_star_route_agrees(swarm, smollm2, tokenizer, reference_model):
+    ids = chat_prompt(tokenizer, [{"role": "user", "content": "What do bees make?"}])
+    runs = {}
+    for relay in (True, False):
+        with InferenceSession(smollm2, main_route(swarm), max_length=len(ids) + 20, relay=relay) as session:
+            done = generate(session, tokenizer, ids, SamplingParams(max_tokens=12, ignore_eos=True))
+            steps = len(session.chain.hops[0].inputs)  # forward steps of this generation (prompt, then tokens)
+            relayed = [h.remote.relayed_steps for h in session.chain.hops]
+            assert not session.failovers
+        runs[relay] = (done.token_ids, steps, relayed)
+    expected = reference_greedy(reference_model, ids, 12)
+    assert runs[True][0] == runs[False][0] == expected
+    # Relayed: every step reached 10:20 and 20:30 from the node before (their inputs' digests checked), none
+    # from the client; star: the client sent every hop's input itself.
+    assert runs[True][1] >= 11 and runs[True][2] == [0, runs[True][1], runs[True][1]]
+    assert runs[False][2] == [0, 0, 0]
+
+
 def test_fp32_logits_within_1e_4_of_the_whole_model(swarm, smollm2, reference_model):
     ids = [1, 504, 3458, 282, 4649, 314, 253, 1345, 28]
     with InferenceSession(smollm2, main_route(swarm), max_length=64, wire_dtype="f32") as session:
