@@ -3,7 +3,7 @@
 
 Relay (`RELAY_PROTOCOL_ID`): a session opened with `relay_to` pushes its outputs straight to the next node of the
 route as `push` messages (when the step's input asked for it), and still answers every `out` to the client, which
-keeps each hop's inputs for fail-over and checks each relayed input's digest (see docs/relay.md).
+keeps each hop's inputs for fail-over and checks each relayed input's digest (README, "Relay").
 
 Every message is a msgpack map with a type tag `t`; tensors are maps decoded by `wire.tensors`.
 """
