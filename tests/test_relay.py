@@ -87,6 +87,7 @@ def test_pushes_need_the_sessions_key_and_their_errors_reach_its_client(node, ho
     async def go() -> dict:
         client, opened = await session_stream(host, node.addr, open_request(model_id, "relayed", relay_key=key))
         other, _ = await session_stream(host, node.addr, open_request(model_id, "other"))
+        taken, same_key = await session_stream(host, node.addr, open_request(model_id, "taken", relay_key=key))
         relay = FramedStream(await host.host.new_stream(peer.peer_id, [TProtocol(m.RELAY_PROTOCOL_ID)]))
         await relay.send(m.encode(m.Push(key=key, pos=5, x=x)))  # wrong position: a typed error, to the client
         wrong_position = m.decode(await client.recv())
@@ -101,10 +102,11 @@ def test_pushes_need_the_sessions_key_and_their_errors_reach_its_client(node, ho
                 stranger_reply = "closed"
         await other.send(m.encode(m.Forward(pos=0, x=x)))  # the other session saw none of it
         other_output = m.decode(await other.recv())
-        for framed in (client, other, relay, stranger):
+        for framed in (client, other, taken, relay, stranger):
             await framed.close()
         return {
             "opened": opened,
+            "same_key": same_key,
             "wrong_position": wrong_position,
             "output": output,
             "stranger": stranger_reply,
@@ -113,6 +115,7 @@ def test_pushes_need_the_sessions_key_and_their_errors_reach_its_client(node, ho
 
     got = host.call(go)
     assert isinstance(got["opened"], m.Opened) and got["opened"].relay is False  # no relay_to: nothing to push to
+    assert isinstance(got["same_key"], m.ErrorReply) and got["same_key"].code == ErrorCode.BAD_MESSAGE
     assert isinstance(got["wrong_position"], m.ErrorReply)
     assert got["wrong_position"].code == ErrorCode.POSITION_MISMATCH
     output = got["output"]

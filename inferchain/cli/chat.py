@@ -23,6 +23,9 @@ def chat(
     stop: list[str] = typer.Option([], help="Stop string; repeat for several."),
     wire_dtype: str = typer.Option("f16", help="Hidden states on the wire: f16, f32 or i8 (int8 blocks)."),
     system: str | None = typer.Option(None, help="System message."),
+    relay: bool = typer.Option(
+        True, help="Nodes push each output straight to the next node (--no-relay: this client forwards every hop)."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object per answer."),
 ) -> None:
     """Chat with a model whose layers are served by the given nodes."""
@@ -64,8 +67,11 @@ def chat(
             max_length=len(ids) + max_tokens,
             wire_dtype=wire_dtype,  # type: ignore[arg-type]
             bootstrap=bootstrap,
+            relay=relay,
         ) as session:
             route = " -> ".join(f"{name[-6:]}[{a}:{b}]" for name, a, b in session.route)
+            if session.chain.relay and any(h.remote.relaying for h in session.chain.hops):
+                route += " (relayed)"
             if not json_output:
                 console.print(f"[dim]route {route}[/]")
             for chunk in stream_tokens(session, tokenizer, ids, params, result):
@@ -82,6 +88,7 @@ def chat(
                         "prompt_tokens": done.prompt_tokens,
                         "completion_tokens": len(done.token_ids),
                         "failovers": [f.__dict__ for f in session.failovers],
+                        "relayed_steps": [h.remote.relayed_steps for h in session.chain.hops],
                     }
                 )
             else:

@@ -41,6 +41,7 @@ from inferchain.wire.tensors import decode_tensor, encode_tensor, tensor_digest
 log = logging.getLogger(__name__)
 COUNTERSIGN_TIMEOUT_S = 30.0  # how long a closed paid session waits for the buyer's countersignature
 RELAY_DIAL_S = 5.0  # how long opening a relayed session may spend reaching the next node
+RELAY_RETRY_S = 300.0  # a successor this node could not reach is not dialled again for this long
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class SpanServer:
         self._peer_sessions: Counter[str] = Counter()  # sessions each peer holds (its streams with a session)
         self.host: IHost | None = None  # set by node.run.serve; relayed sessions dial the next node with it
         self._relay_in: dict[bytes, _Served] = {}  # relay_key -> the session that takes pushes carrying it
+        self._unreachable: dict[str, float] = {}  # successor address -> when dialling it last failed
         self.adversary = Adversary.from_env()
         self._adversary_rng = np.random.default_rng(0)
         if self.adversary is not None:
@@ -142,6 +144,8 @@ class SpanServer:
                     if isinstance(message, m.Open):
                         if served is not None:
                             raise WireError(ErrorCode.BAD_MESSAGE, "this stream already has an open session")
+                        if message.relay_key is not None and message.relay_key in self._relay_in:
+                            raise WireError(ErrorCode.BAD_MESSAGE, "another session here holds this relay_key")
                         paid = None
                         if self.billing is not None:
                             paid = self.billing.begin(
@@ -155,7 +159,7 @@ class SpanServer:
                             raise
                         served = _Served(handle, session, framed, paid)
                         self._peer_sessions[peer] += 1
-                        if message.relay_key is not None and message.relay_key not in self._relay_in:
+                        if message.relay_key is not None:
                             relay_key = message.relay_key
                             self._relay_in[relay_key] = served
                         relaying = await self._link(served, message.relay_to, message.relay_to_key)
@@ -211,6 +215,9 @@ class SpanServer:
         there is nothing to link, no host, or the next node cannot be reached in RELAY_DIAL_S."""
         if relay_to is None or key is None or self.host is None:
             return False
+        failed_at = self._unreachable.get(relay_to)
+        if failed_at is not None and time.monotonic() - failed_at < RELAY_RETRY_S:
+            return False  # (behind NAT, say: do not make every open wait RELAY_DIAL_S again)
         try:
             peer = parse_peer_addr(relay_to)
             with trio.fail_after(RELAY_DIAL_S):
@@ -218,7 +225,11 @@ class SpanServer:
                 stream = await self.host.new_stream(peer.peer_id, [TProtocol(m.RELAY_PROTOCOL_ID)])
         except Exception as e:  # unreachable, refused, bad address: the session works unrelayed
             log.info("relay to %s not linked: %s", relay_to[-12:], e)
+            if len(self._unreachable) >= 1024:  # bounded: any client may name any address
+                self._unreachable.clear()
+            self._unreachable[relay_to] = time.monotonic()
             return False
+        self._unreachable.pop(relay_to, None)
         served.push, served.push_key = FramedStream(stream, self.limits.max_frame), key
         return True
 
