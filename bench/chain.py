@@ -155,7 +155,17 @@ def chained(head: ModelHead, tokenizer, peers: list[str], ids: list[int], tokens
         relayed = sum(h.remote.relayed_steps for h in s.chain.hops)
         if relay and relayed < (len(s.chain.hops) - 1) * tokens:
             raise SystemExit(f"relay asked for but only {relayed} steps came by relay")
-    return prefill, decode, out, per_hop, where
+    return prefill, decode, out, per_hop, where, node_phases(before, after)
+
+
+def node_phases(before: list[dict[str, float]], after: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Per node, ms per one-token step in each phase of its step profile (what the nodes' own stamps say, so it
+    holds for relayed and star runs alike; in a relayed run `serialise` includes the push to the next node)."""
+    out = []
+    for b, a in zip(before, after, strict=True):
+        steps = max(1.0, a["steps"] - b.get("steps", 0.0))
+        out.append({k: (a[k] - b.get(k, 0.0)) / steps for k in a if k != "steps"})
+    return out
 
 
 def push_bytes(hidden_size: int, dtype: str) -> int:
@@ -216,6 +226,13 @@ def main() -> None:
     sent = max(h[0] for h in per_hop)
     received = max(max(h[1] for h in c[3]) for c in (chain[-1], star[-1]))
     pushed = push_bytes(head.info.hidden_size, args.wire_dtype)
+    phases = {
+        name: [
+            {k: round(statistics.median(c[5][i][k] for c in runs), 2) for k in runs[0][5][i]}
+            for i in range(len(runs[0][5]))
+        ]
+        for name, runs in (("relay", chain), ("star", star))
+    }
     result = {
         "bench": "chain",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -244,6 +261,7 @@ def main() -> None:
         "bytes_per_token_per_hop_received": round(received, 1),
         "greedy_tokens_equal": same,
         "decode_ms_per_token_breakdown": where,
+        "node_step_ms": phases,  # per node (0:10, 10:20, 20:30), median over repeats
     }
     print(f"{'':28}{'monolithic':>12}{'3-node chain':>14}")
     print(f"{'prefill ms':28}{result['mono_prefill_ms']:>12}{result['chain_prefill_ms']:>14}")
@@ -263,6 +281,9 @@ def main() -> None:
     for k, v in where.items():
         print(f"  {k:22}{v:>8.2f}")
     print(f"  {'monolithic compute':22}{m_decode:>8.2f}")
+    print("\neach node's one-token step (ms, its own stamps), relayed vs star:")
+    for i, (r, st) in enumerate(zip(phases["relay"], phases["star"], strict=True)):
+        print(f"  node {i}: " + ", ".join(f"{k} {r[k]:.2f}/{st[k]:.2f}" for k in r))
     write_result(args.out, result)
     sys.exit(0 if same else 1)
 
