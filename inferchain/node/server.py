@@ -185,6 +185,8 @@ class SpanServer:
                         reply = m.encode(m.Pong(n=message.n))
                     else:
                         raise WireError(ErrorCode.BAD_MESSAGE, f"a node does not accept {message.t!r} messages")
+                except StreamClosed:  # the client went away while a step was answered (or a paid close ran)
+                    return
                 except WireError as e:
                     self.stats.errors += 1
                     reply = m.error_reply(e)
