@@ -372,10 +372,10 @@ class SpanServer:
         self.stats.tokens += n
         array_out = out.numpy()
         wire = encode_tensor(array_out, session.dtype)
+        relayed = relay and served.push is not None and await self._push(served, pos, wire)  # first: it is on the path
         if served.paid is not None:
             served.paid.observe(session.tokens)
             served.paid.record_activations(pos, x, array_out)
-        relayed = relay and served.push is not None and await self._push(served, pos, wire)
         reply = m.encode(m.Output(x=wire, relayed=relayed, in_digest=in_digest))
         if n == 1:  # the profile is of decode steps; prefills are reported by their throughput
             stamps.encoded = time.perf_counter()
