@@ -14,7 +14,10 @@ The chain runs twice per repeat, interleaved: relayed (the default: each node pu
 
 Also prints where one decode step's time goes (client, and per hop: serialisation, the libp2p transport, the
 node's queue and thread hand-offs, compute), from the client's and the nodes' own step profiles of the star run
-(in a relayed run the client's waits overlap the nodes' work, so they do not split that way).
+(in a relayed run the client's waits overlap the nodes' work, so they do not split that way). For the relayed
+chain, a timeline instead: the nodes run with INFERCHAIN_STEP_TRACE (node/profile.py) and one more relayed
+generation lines their stamps up with the client's, segment by segment along a token's path; the monolithic run's
+own split (layers, LM head) is beside it.
 
 Prints tables and appends a JSON line to bench/results/chain.jsonl.
     python bench/chain.py [--tokens 64] [--repeats 3] [--wire-dtype f16] [--threads 1]
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import secrets
 import statistics
 import sys
 import tempfile
@@ -32,6 +36,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +50,7 @@ from inferchain.models.kernels import kernel_for
 from inferchain.models.prepare import default_model_dir, prepare_default_model
 from inferchain.models.span import ModelHead, SpanModel
 from inferchain.node.launch import local_swarm
+from inferchain.node.profile import TRACE_ENV
 from inferchain.wire import messages as m
 from inferchain.wire.framing import HEADER_SIZE
 from inferchain.wire.tensors import encode_tensor
@@ -99,11 +105,12 @@ def in_process(span: SpanModel) -> Forward:
     return forward
 
 
-def same_code(span: SpanModel, head: ModelHead, ids: list[int], tokens: int) -> tuple[float, float, list[int]]:
-    """(prefill s, decode ms/token, generated ids): the product's own model code without the network, greedy."""
+def same_code(span: SpanModel, head: ModelHead, ids: list[int], tokens: int) -> tuple[float, float, list[int], float]:
+    """(prefill s, decode ms/token, generated ids, the layers' ms/token): the product's own model code without the
+    network, greedy."""
     greedy(head, in_process(span), ids, 2)  # warm-up
-    prefill, decode, _, out = greedy(head, in_process(span), ids, tokens)
-    return prefill, decode, out
+    prefill, decode, layers, out = greedy(head, in_process(span), ids, tokens)
+    return prefill, decode, out, layers
 
 
 def node_profiles(s: InferenceSession) -> list[dict[str, float]]:
@@ -168,6 +175,50 @@ def node_phases(before: list[dict[str, float]], after: list[dict[str, float]]) -
     return out
 
 
+def timeline(head: ModelHead, peers: list[str], ids: list[int], tokens: int, dtype: str, trace: Path) -> dict:
+    """ms per token along a relayed decode step's path (medians): the client's stamps around each `step` and the
+    nodes' trace lines (INFERCHAIN_STEP_TRACE, same clock on one machine) of this session."""
+    session_id = "timeline-" + secrets.token_hex(8)
+    stamps = []
+    wire: Any = dtype
+    with InferenceSession(head, peers, max_length=len(ids) + tokens + 1, wire_dtype=wire, session_id=session_id) as s:
+        token = int(s.step(ids).argmax())
+        for _ in range(tokens - 1):
+            position, t0 = s.position, time.perf_counter()
+            token = int(s.step([token]).argmax())
+            stamps.append((position, t0, time.perf_counter()))
+        spans = [(h.start, h.end) for h in s.chain.hops]
+    steps: dict[tuple[int, int], list[float]] = {}
+    for line in trace.read_text().splitlines():
+        fields = line.split()
+        if fields[0] == session_id:
+            steps[(int(fields[1]), int(fields[3]))] = [float(v) for v in fields[4:]]
+    segments: dict[str, list[float]] = {}
+    for position, t0, t1 in stamps[2:]:  # the first steps warm the session's caches
+        nodes = [steps.get((start, position)) for start, _ in spans]
+        if any(n is None or (n[4] == 0.0 and i < len(nodes) - 1) for i, n in enumerate(nodes)):
+            continue  # a node's line is missing, or this step was not relayed
+        # Stamps in path order; each names the segment that starts there.
+        points = [("client: embed, hand-off, encode, send, transfer", t0)]
+        for i, ((start, end), n) in enumerate(zip(spans, nodes, strict=True)):
+            assert n is not None
+            received, _decoded, compute_start, compute_end, pushed, sent = n
+            name = f"{start}:{end}"
+            points += [(f"{name} decode, checks, queue", received), (f"{name} compute", compute_start)]
+            if i < len(spans) - 1:
+                onward = f"{spans[i + 1][0]}:{spans[i + 1][1]}"
+                points += [(f"{name} encode, push", compute_end), (f"link {name} -> {onward}: transfer", pushed)]
+            else:
+                points += [(f"{name} encode, answer", compute_end), ("client: transfer, decode, LM head", sent)]
+        for (name, begin), end_t in zip(points, [t for _, t in points[1:]] + [t1], strict=True):
+            segments.setdefault(name, []).append((end_t - begin) * 1000)
+    if not segments:
+        raise SystemExit("no node trace lines matched the timeline session (INFERCHAIN_STEP_TRACE not honoured?)")
+    out = {name: round(statistics.median(v), 2) for name, v in segments.items()}
+    out["total"] = round(statistics.median((t1 - t0) * 1000 for _, t0, t1 in stamps[2:]), 2)
+    return out
+
+
 def push_bytes(hidden_size: int, dtype: str) -> int:
     """Framed bytes of one relayed one-token step (node to node), as the nodes encode it."""
     wire = encode_tensor(np.zeros((1, 1, hidden_size), np.float32), dtype)  # type: ignore[arg-type]
@@ -199,11 +250,17 @@ def main() -> None:
     kernels = {name: kernel_for(mod.weight) for name, mod in shapes.items() if mod is not None}
     kernels["lm_head"] = kernel_for(head.head_weight, rows=(1,))
     print("linear kernels here (each node times its own):", kernels)
-    mono, mono_same, chain, star = [], [], [], []
+    mono, mono_same, chain, star, timelines = [], [], [], [], []
+    tmp = tempfile.TemporaryDirectory()
+    trace = Path(tmp.name) / "steps.txt"
     with (
-        tempfile.TemporaryDirectory() as tmp,
+        tmp,
         local_swarm(
-            [(0, 10), (10, 20), (20, 30)], Path(tmp), folder, ["--threads", str(args.threads)], node_env
+            [(0, 10), (10, 20), (20, 30)],
+            Path(tmp.name),
+            folder,
+            ["--threads", str(args.threads)],
+            node_env | {TRACE_ENV: str(trace)},
         ) as nodes,
     ):
         peers = [n.addr for n in nodes]
@@ -214,9 +271,12 @@ def main() -> None:
             mono_same.append(same_code(whole, head, ids, args.tokens))
             chain.append(chained(head, tok, peers, ids, args.tokens, args.wire_dtype, True))
             star.append(chained(head, tok, peers, ids, args.tokens, args.wire_dtype, False))
+            timelines.append(timeline(head, peers, ids, args.tokens, args.wire_dtype, trace))
     m_prefill = statistics.median(r[0] for r in mono)
     m_decode = statistics.median(r[1] for r in mono)
     s_decode = statistics.median(r[1] for r in mono_same)
+    s_layers = statistics.median(r[3] for r in mono_same)
+    path = {k: round(statistics.median(t[k] for t in timelines if k in t), 2) for k in timelines[0]}
     c_prefill = statistics.median(r[0] for r in chain)
     c_decode = statistics.median(r[1] for r in chain)
     star_decode = statistics.median(r[1] for r in star)
@@ -262,6 +322,9 @@ def main() -> None:
         "greedy_tokens_equal": same,
         "decode_ms_per_token_breakdown": where,
         "node_step_ms": phases,  # per node (0:10, 10:20, 20:30), median over repeats
+        "relayed_path_ms": path,  # one relayed decode step along its path, segment by segment (median per segment)
+        "mono_same_code_layers_ms": round(s_layers, 2),
+        "mono_same_code_head_ms": round(s_decode - s_layers, 2),  # embeddings, LM head, argmax
     }
     print(f"{'':28}{'monolithic':>12}{'3-node chain':>14}")
     print(f"{'prefill ms':28}{result['mono_prefill_ms']:>12}{result['chain_prefill_ms']:>14}")
@@ -284,6 +347,14 @@ def main() -> None:
     print("\neach node's one-token step (ms, its own stamps), relayed vs star:")
     for i, (r, st) in enumerate(zip(phases["relay"], phases["star"], strict=True)):
         print(f"  node {i}: " + ", ".join(f"{k} {r[k]:.2f}/{st[k]:.2f}" for k in r))
+    print(f"\none relayed decode step along its path (ms, median of {args.repeats} runs, each segment's median):")
+    for k, v in path.items():
+        print(f"  {k:56}{v:>8.2f}")
+    compute = sum(v for k, v in path.items() if k.endswith(" compute"))
+    print(
+        f"  the chain's layers {compute:.2f} ms, the monolithic run's own {s_layers:.2f}; the monolithic run's "
+        f"embeddings + LM head + argmax {s_decode - s_layers:.2f}"
+    )
     write_result(args.out, result)
     sys.exit(0 if same else 1)
 

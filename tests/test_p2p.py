@@ -194,3 +194,45 @@ def test_concurrent_streams_on_one_connection_keep_their_bytes():
 
     results = trio.run(main)
     assert results == {k: [True] * rounds for k in range(streams)}
+
+
+def test_host_thread_calls_return_raise_and_end_with_the_host():
+    """`HostThread.call` runs on the host's trio thread: results and exceptions come back; a call still running
+    when the host closes ends with RuntimeError instead of hanging, and later calls are refused."""
+    import threading
+
+    host = HostThread(load_or_create_identity(None))
+    started = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    async def thread_name() -> str:
+        return threading.current_thread().name
+
+    async def fail() -> None:
+        raise ValueError("from the trio thread")
+
+    async def forever() -> None:
+        started.set()
+        await trio.sleep_forever()
+
+    def blocked_call() -> None:
+        try:
+            host.call(forever)
+            outcome.append(None)
+        except BaseException as e:  # the assertion below says which
+            outcome.append(e)
+
+    try:
+        assert host.call(thread_name) != threading.current_thread().name
+        with pytest.raises(ValueError, match="from the trio thread"):
+            host.call(fail)
+        caller = threading.Thread(target=blocked_call, daemon=True)
+        caller.start()
+        assert started.wait(10)
+    finally:
+        host.close()
+    caller.join(10)
+    assert not caller.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], RuntimeError)
+    with pytest.raises(RuntimeError, match="closed"):
+        host.call(thread_name)

@@ -280,7 +280,8 @@ class SpanServer:
                 reply = m.error_reply(WireError(ErrorCode.INTERNAL, "internal error on the node"))
             await served.framed.send(reply)
         if stamps.encoded:
-            self.profile.add(stamps)
+            session = served.session
+            self.profile.add(stamps, session.session_id, (session.start, session.end), pos)
 
     async def _close_paid(self, framed: FramedStream, paid: PaidSession, tokens: int) -> None:
         """Sign and durably store the receipt, send it, then take the buyer's countersignature (bounded wait)."""
@@ -373,6 +374,7 @@ class SpanServer:
         array_out = out.numpy()
         wire = encode_tensor(array_out, session.dtype)
         relayed = relay and served.push is not None and await self._push(served, pos, wire)  # first: it is on the path
+        stamps.pushed = time.perf_counter() if relayed else 0.0
         if served.paid is not None:
             served.paid.observe(session.tokens)
             served.paid.record_activations(pos, x, array_out)

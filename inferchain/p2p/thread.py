@@ -1,5 +1,10 @@
 """Run a libp2p host on its own trio thread and call into it from synchronous code or another event loop
-(asyncio/FastAPI) through an anyio blocking portal, never by an ad-hoc trio.run per request."""
+(asyncio/FastAPI), never by an ad-hoc trio.run per request.
+
+An anyio blocking portal starts and stops the thread. Calls go through `trio.from_thread.run` with the thread's
+trio token: one wake-up of the trio thread per call, where the portal's `call` first round-trips to spawn a task
+(a decode step makes one call per token; measured here after the trio thread idled 13 ms, as it does during the
+client's LM head: 0.92-0.95 ms to reach the trio thread by the portal, 0.67-0.70 ms this way)."""
 
 from __future__ import annotations
 
@@ -30,12 +35,14 @@ class HostThread:
         self.host: IHost = make_host(key_pair)
         self.pubsub: Pubsub | None = None
         self._stop: trio.Event | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
         self._task, _ = self.portal.start_task(self._run, listen_host, port, with_pubsub)
 
     async def _run(
         self, listen_host: str, port: int, with_pubsub: bool, *, task_status: Any = trio.TASK_STATUS_IGNORED
     ) -> None:
         self._stop = trio.Event()
+        self._token = trio.lowlevel.current_trio_token()
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.host.run(listen_addrs=[listen_addr(listen_host, port)]))
             if with_pubsub:
@@ -44,9 +51,18 @@ class HostThread:
             await self._stop.wait()
 
     def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        return self.portal.call(fn, *args)
+        """Run `fn(*args)` on the host's trio thread and return its result (or raise its exception). A call still
+        running when the host closes is cancelled: it raises RuntimeError."""
+        token = self._token
+        if token is None:
+            raise RuntimeError("the host thread is closed")
+        try:
+            return trio.from_thread.run(fn, *args, trio_token=token)
+        except (trio.Cancelled, trio.RunFinishedError):
+            raise RuntimeError("the host thread closed during the call") from None
 
     def close(self) -> None:
+        self._token = None
         if self._stop is not None:
             self.portal.call(self._set_stop)
             self._stop = None
