@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -199,8 +200,6 @@ def test_concurrent_streams_on_one_connection_keep_their_bytes():
 def test_host_thread_calls_return_raise_and_end_with_the_host():
     """`HostThread.call` runs on the host's trio thread: results and exceptions come back; a call still running
     when the host closes ends with RuntimeError instead of hanging, and later calls are refused."""
-    import threading
-
     host = HostThread(load_or_create_identity(None))
     started = threading.Event()
     outcome: list[BaseException | None] = []

@@ -54,6 +54,7 @@ class StepProfile:
     steps: int = 0
     totals_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     trace: str | None = field(default_factory=lambda: os.environ.get(TRACE_ENV) or None)
+    _trace_fd: int | None = field(default=None, init=False, repr=False)  # opened at the first traced step
 
     def add(self, stamps: StepStamps, session: str = "", span: tuple[int, int] = (0, 0), pos: int = 0) -> None:
         stamps.sent = stamps.sent or time.perf_counter()
@@ -64,11 +65,9 @@ class StepProfile:
             marks = (stamps.received, stamps.decoded, stamps.compute_start, stamps.compute_end, stamps.pushed)
             name = "".join(session.split()) or "-"  # a client picks its session id: no spaces or line breaks here
             line = " ".join([name, str(span[0]), str(span[1]), str(pos)] + [repr(t) for t in (*marks, stamps.sent)])
-            fd = os.open(self.trace, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, (line + "\n").encode())  # one write: lines of several nodes never interleave
-            finally:
-                os.close(fd)
+            if self._trace_fd is None:
+                self._trace_fd = os.open(self.trace, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.write(self._trace_fd, (line + "\n").encode())  # one O_APPEND write: nodes' lines never interleave
 
     def snapshot(self) -> dict[str, float]:
         return {"steps": float(self.steps)} | {p: round(ms, 3) for p, ms in self.totals_ms.items()}

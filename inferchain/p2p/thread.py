@@ -3,7 +3,7 @@
 
 An anyio blocking portal starts and stops the thread. Calls go through `trio.from_thread.run` with the thread's
 trio token: one wake-up of the trio thread per call, where the portal's `call` first round-trips to spawn a task
-(a decode step makes one call per token; measured here after the trio thread idled 13 ms, as it does during the
+(a decode step makes one call per token; in a probe, after the trio thread idled 13 ms, as it does during the
 client's LM head: 0.92-0.95 ms to reach the trio thread by the portal, 0.67-0.70 ms this way)."""
 
 from __future__ import annotations
