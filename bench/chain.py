@@ -177,7 +177,9 @@ def node_phases(before: list[dict[str, float]], after: list[dict[str, float]]) -
 
 def timeline(head: ModelHead, peers: list[str], ids: list[int], tokens: int, dtype: str, trace: Path) -> dict:
     """ms per token along a relayed decode step's path (medians): the client's stamps around each `step` and the
-    nodes' trace lines (INFERCHAIN_STEP_TRACE, same clock on one machine) of this session."""
+    nodes' trace lines (INFERCHAIN_STEP_TRACE, same clock on one machine) of this session. A node stamps a push
+    when its send returns, which on a loaded host can be after the next node read it: a push and its link then
+    split their time differently (the link's median may even go below zero), while their sum and the total hold."""
     session_id = "timeline-" + secrets.token_hex(8)
     stamps = []
     wire: Any = dtype
